@@ -1,0 +1,66 @@
+"""lipnets: neural networks with provable Lipschitz bounds, monotonicity and certified robustness."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from . import export
+from .bounds import Bound, NormChainError, UntrackedModuleError, bound_of
+from .guarantees import MonotonicityReport, check_monotonic, empirical_lipschitz, lipschitz_bound, tracked_norms
+from .layers import Abs, FullSort, GroupSort, LipschitzLinear, MaxMin
+from .models import LipschitzMLP
+from .monotonic import MonotonicityError, MonotonicMLP, MonotonicWrapper
+
+__version__ = "0.1.0"
+
+# Names defined in modules that import heavier dependencies are loaded on first use.
+_LAZY = {
+    "fit": "lipnets.train",
+    "certified_radius": "lipnets.certify",
+    "certified_accuracy": "lipnets.certify",
+    "AbstainingClassifier": "lipnets.certify",
+    "LipschitzConv1d": "lipnets.layers.conv",
+    "LipschitzConv2d": "lipnets.layers.conv",
+    "SLLBlock": "lipnets.layers.conv",
+    "LipschitzConvNet": "lipnets.convnets",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'lipnets' has no attribute {name!r}")
+
+
+def project_(model: nn.Module) -> nn.Module:
+    """Project every mode="project" layer of `model` back into its feasible set; call after optimizer.step()."""
+    for module in model.modules():
+        if getattr(module, "mode", None) == "project" and hasattr(module, "project_"):
+            module.project_()
+    return model
+
+
+__all__ = [
+    "Abs",
+    "Bound",
+    "FullSort",
+    "GroupSort",
+    "LipschitzLinear",
+    "LipschitzMLP",
+    "MaxMin",
+    "MonotonicMLP",
+    "MonotonicWrapper",
+    "MonotonicityError",
+    "MonotonicityReport",
+    "NormChainError",
+    "UntrackedModuleError",
+    "bound_of",
+    "check_monotonic",
+    "empirical_lipschitz",
+    "lipschitz_bound",
+    "project_",
+    "tracked_norms",
+    *_LAZY,
+]

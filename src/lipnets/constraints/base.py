@@ -1,0 +1,56 @@
+"""The parametrization base class: reparametrize in training, cache in eval, project on demand."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+def check_lipschitz(value: float, name: str = "lipschitz") -> float:
+    """Validate a Lipschitz constant: a finite, strictly positive number."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a positive number, got {value!r}") from None
+    if not math.isfinite(number) or number <= 0.0:
+        raise ValueError(f"{name} must be finite and > 0, got {value!r}")
+    return number
+
+
+class WeightConstraint(nn.Module):
+    """A `torch.nn.utils.parametrize` parametrization mapping a free weight into a feasible set.
+
+    Subclasses implement `normalize` (differentiable, used in training: Algorithm 1 of Kitouni et al.)
+    and may override `project` (used by `project_` after an optimizer step and at export). In eval
+    mode, when no gradient flows to the weight, the normalised weight is cached and recomputed only
+    when the free weight changes (an optimizer step, `load_state_dict`, `.to()`).
+    """
+
+    def __init__(self, lipschitz: float) -> None:
+        super().__init__()
+        self.lipschitz = check_lipschitz(lipschitz)
+        self._cache: torch.Tensor | None = None
+        self._cache_key: tuple | None = None
+
+    def normalize(self, weight: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def project(self, weight: torch.Tensor) -> torch.Tensor:
+        """The feasible weight closest to `weight` in the sense of this constraint (default: normalize)."""
+        return self.normalize(weight)
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        if self.training or (torch.is_grad_enabled() and weight.requires_grad):
+            self._cache = None
+            return self.normalize(weight)
+        key = (weight.data_ptr(), weight._version, weight.dtype, weight.device, weight.shape)
+        if self._cache is None or self._cache_key != key:
+            with torch.no_grad():
+                self._cache = self.normalize(weight)
+            self._cache_key = key
+        return self._cache
+
+    def extra_repr(self) -> str:
+        return f"lipschitz={self.lipschitz:g}"

@@ -1,0 +1,110 @@
+"""Constraints on dense weights: direct normalisation (Kitouni et al. Eqs. 2.7, 2.8), spectral, orthogonal."""
+
+from __future__ import annotations
+
+import torch
+
+from ..norms import as_layer_norm, cheap_spectral_bound, gram_spectral_bound
+from .base import WeightConstraint
+
+RESCALINGS = ("clip", "scale")
+
+
+class DirectNorm(WeightConstraint):
+    """Direct normalisation by a closed-form operator norm (Eqs. 2.7 and 2.8).
+
+    norm: "1" (column abs-sums), "inf" (row abs-sums), "1-inf" (entries), "2-inf" (row l2 norms).
+    vectorwise=True divides each column / row / entry by its own norm (Eq. 2.8); False divides the whole
+    matrix by its operator norm (Eq. 2.7). rescaling="clip" is W / max(1, ||W|| / lambda), the second
+    variant of Eq. 2.7; rescaling="scale" is lambda W / max(1, ||W||), the first variant.
+    """
+
+    def __init__(self, norm: str, lipschitz: float = 1.0, *, vectorwise: bool = True, rescaling: str = "clip") -> None:
+        super().__init__(lipschitz)
+        self.norm = as_layer_norm(norm)
+        if self.norm in ("2", "orthogonal"):
+            raise ValueError(f"DirectNorm handles closed-form norms; use SpectralNorm or Orthogonal for {norm!r}")
+        if rescaling not in RESCALINGS:
+            raise ValueError(f"unknown rescaling {rescaling!r}: choose 'clip' or 'scale'")
+        self.vectorwise = bool(vectorwise)
+        self.rescaling = rescaling
+
+    def norms(self, weight: torch.Tensor) -> torch.Tensor:
+        """The norms that the constraint divides by, broadcastable against the weight."""
+        absw = weight.abs()
+        if self.norm == "1":
+            parts = absw.sum(dim=0, keepdim=True)
+        elif self.norm == "inf":
+            parts = absw.sum(dim=1, keepdim=True)
+        elif self.norm == "2-inf":
+            parts = torch.linalg.vector_norm(weight, dim=1, keepdim=True)
+        else:  # "1-inf": the entries themselves
+            parts = absw
+        return parts if self.vectorwise else parts.amax()
+
+    def normalize(self, weight: torch.Tensor) -> torch.Tensor:
+        parts = self.norms(weight)
+        if self.rescaling == "clip":
+            return weight / torch.clamp(parts / self.lipschitz, min=1.0)
+        return weight * (self.lipschitz / torch.clamp(parts, min=1.0))
+
+    def extra_repr(self) -> str:
+        return f"norm={self.norm!r}, lipschitz={self.lipschitz:g}, vectorwise={self.vectorwise}, rescaling={self.rescaling!r}"
+
+
+class SpectralNorm(WeightConstraint):
+    """W / max(1, sigma_bound / lambda), with sigma_bound from Gram iteration: never below sigma_max.
+
+    Power iteration would underestimate sigma_max and let the layer exceed lambda; Gram iteration cannot.
+    `project` uses the exact SVD and clips the singular values at lambda.
+    """
+
+    def __init__(self, lipschitz: float = 1.0, *, gram_iterations: int = 6) -> None:
+        super().__init__(lipschitz)
+        self.gram_iterations = int(gram_iterations)
+
+    def normalize(self, weight: torch.Tensor) -> torch.Tensor:
+        sigma = gram_spectral_bound(weight, self.gram_iterations)
+        return weight / torch.clamp(sigma / self.lipschitz, min=1.0)
+
+    def project(self, weight: torch.Tensor) -> torch.Tensor:
+        u, s, vh = torch.linalg.svd(weight.to(torch.float64), full_matrices=False)
+        return ((u * s.clamp(max=self.lipschitz)) @ vh).to(weight.dtype)
+
+
+class Orthogonal(WeightConstraint):
+    """lambda times the orthogonal polar factor of W, by Björck iterations (thesis 003, ch. 2).
+
+    Scaling W by an upper bound on sigma_max puts every singular value in (0, 1]; the Björck step
+    s -> 1.5 s - 0.5 s^3 maps (0, sqrt 3) into (0, 1], so every iterate stays 1-Lipschitz and converges
+    to the polar factor. `project` computes the polar factor exactly from an SVD.
+    """
+
+    def __init__(self, lipschitz: float = 1.0, *, iterations: int = 15) -> None:
+        super().__init__(lipschitz)
+        self.iterations = int(iterations)
+
+    def normalize(self, weight: torch.Tensor) -> torch.Tensor:
+        wide = weight.shape[0] < weight.shape[1]
+        a = weight.mT if wide else weight
+        a = a / cheap_spectral_bound(a).clamp(min=torch.finfo(a.dtype).tiny)
+        for _ in range(self.iterations):
+            a = 1.5 * a - 0.5 * a @ (a.mT @ a)
+        return self.lipschitz * (a.mT if wide else a)
+
+    def project(self, weight: torch.Tensor) -> torch.Tensor:
+        u, _, vh = torch.linalg.svd(weight.to(torch.float64), full_matrices=False)
+        return (self.lipschitz * (u @ vh)).to(weight.dtype)
+
+    def extra_repr(self) -> str:
+        return f"lipschitz={self.lipschitz:g}, iterations={self.iterations}"
+
+
+def dense_constraint(norm: str, lipschitz: float, *, vectorwise: bool = True, rescaling: str = "clip") -> WeightConstraint:
+    """The constraint that bounds a dense weight in the operator norm `norm` by `lipschitz`."""
+    name = as_layer_norm(norm)
+    if name == "2":
+        return SpectralNorm(lipschitz)
+    if name == "orthogonal":
+        return Orthogonal(lipschitz)
+    return DirectNorm(name, lipschitz, vectorwise=vectorwise, rescaling=rescaling)

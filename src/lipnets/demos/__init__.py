@@ -1,0 +1,23 @@
+"""The demos behind `lipnets demo`: each reproduces a figure or study of the papers and prints a table.
+
+A demo is a function `run(out_dir: pathlib.Path, quick: bool) -> list[dict]` registered in DEMOS;
+it writes its PNGs under out_dir and returns the rows of its summary table.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from pathlib import Path
+
+DEMOS: dict[str, str] = {
+    "paper-toys": "lipnets.demos.paper_toys",
+}
+"""Demo name -> module defining `run`. Issues add their demos here."""
+
+
+def load(name: str) -> Callable[[Path, bool], list[dict]]:
+    """The `run` function of the demo called `name`."""
+    if name not in DEMOS:
+        raise ValueError(f"unknown demo {name!r}: choose from {', '.join(DEMOS)}")
+    return importlib.import_module(DEMOS[name]).run

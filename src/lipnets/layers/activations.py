@@ -1,0 +1,104 @@
+"""Gradient-norm-preserving activations (FORMULAS.md, "Activations"): 1-Lipschitz in every l_p norm."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class NormPreserving(nn.Module):
+    """Marks an activation as 1-Lipschitz in every l_p norm, mapping each norm to itself."""
+
+    input_norm = None
+    output_norm = None
+
+    def lipschitz_bound(self, input_shape: tuple[int, ...] | None = None) -> float:
+        """1.0: sorting and absolute values are contractions in every l_p norm."""
+        return 1.0
+
+    def lipschitz_cap(self) -> float:
+        """1.0 whatever the input: the activation has no weights."""
+        return 1.0
+
+
+class GroupSort(NormPreserving):
+    """Sorts the features in consecutive groups of `group_size` (Anil et al.; Kitouni Eq. 2.9).
+
+    `group_size` is the size of each group (2 gives MaxMin-like pairs), not the number of groups.
+    `dim` is the feature dimension: -1 for dense layers, 1 for channels of images.
+    """
+
+    def __init__(self, group_size: int = 2, dim: int = -1) -> None:
+        super().__init__()
+        if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 1:
+            raise ValueError(f"group_size must be a positive integer, got {group_size!r}")
+        self.group_size = group_size
+        self.dim = dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # For a negative dim the group axis lands at dim, for a non-negative one at dim + 1.
+        axis = self.dim if self.dim < 0 else self.dim + 1
+        try:
+            groups = x.unflatten(self.dim, (-1, self.group_size))
+        except RuntimeError as error:
+            raise ValueError(
+                f"GroupSort(group_size={self.group_size}) needs a feature width divisible by {self.group_size} "
+                f"along dim {self.dim}; got shape {tuple(x.shape)}"
+            ) from error
+        if self.group_size == 2:
+            first, second = groups.unbind(axis)
+            ordered = torch.stack((torch.minimum(first, second), torch.maximum(first, second)), axis)
+        else:
+            ordered = groups.sort(dim=axis).values
+        return ordered.flatten(axis - 1, axis)
+
+    def extra_repr(self) -> str:
+        return f"group_size={self.group_size}, dim={self.dim}"
+
+
+class MaxMin(NormPreserving):
+    """Splits the features in two halves a, b and returns [max(a, b), min(a, b)] (Anil et al.)."""
+
+    def __init__(self, dim: int = -1) -> None:
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        try:
+            first, second = x.unflatten(self.dim, (2, -1)).unbind(self.dim if self.dim >= 0 else self.dim - 1)
+        except RuntimeError as error:
+            raise ValueError(f"MaxMin needs an even feature width along dim {self.dim}; got shape {tuple(x.shape)}") from error
+        return torch.cat((torch.maximum(first, second), torch.minimum(first, second)), self.dim)
+
+
+class FullSort(NormPreserving):
+    """Sorts all features along `dim` (GroupSort with a single group)."""
+
+    def __init__(self, dim: int = -1) -> None:
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.sort(dim=self.dim).values
+
+
+class Abs(NormPreserving):
+    """Elementwise |x|: gradient norm preserving almost everywhere."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.abs()
+
+
+ACTIVATIONS = {"groupsort": GroupSort, "maxmin": MaxMin, "fullsort": FullSort, "abs": Abs, "relu": nn.ReLU}
+
+
+def make_activation(name: str, group_size: int = 2, dim: int = -1) -> nn.Module:
+    """Build an activation by name: "groupsort", "maxmin", "fullsort", "abs" or "relu"."""
+    key = str(name).lower()
+    if key not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {name!r}: choose one of {', '.join(ACTIVATIONS)}")
+    if key == "groupsort":
+        return GroupSort(group_size, dim)
+    if key in ("maxmin", "fullsort"):
+        return ACTIVATIONS[key](dim)
+    return ACTIVATIONS[key]()

@@ -1,0 +1,94 @@
+"""Builders of Lipschitz networks that chain the norms correctly (DESIGN.md, principle 2)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from torch import nn
+
+from .constraints import check_lipschitz
+from .layers import LipschitzLinear, make_activation
+from .norms import as_vector_norm
+
+DISTRIBUTIONS = ("per-layer", "output")
+
+
+def layer_norms(depth: int, input_norm: str, hidden_norm: str | None = None) -> list[str]:
+    """The weight constraint of each of `depth` layers so that consecutive norms chain.
+
+    input_norm "1": "1-inf" then "inf" (Kitouni et al.); "inf": "inf" throughout; "2": "orthogonal"
+    throughout by default, or hidden_norm="2" (spectral) or "2-inf" ("2-inf" then "inf").
+    """
+    start = as_vector_norm(input_norm)
+    if start == "1":
+        first, rest = "1-inf", "inf"
+    elif start == "inf":
+        first, rest = "inf", "inf"
+    else:
+        choice = hidden_norm or "orthogonal"
+        if choice not in ("orthogonal", "2", "2-inf"):
+            raise ValueError(f"hidden_norm for input_norm='2' must be 'orthogonal', '2' or '2-inf', got {hidden_norm!r}")
+        first, rest = (choice, "inf") if choice == "2-inf" else (choice, choice)
+    if hidden_norm is not None and start != "2":
+        raise ValueError("hidden_norm only applies to input_norm='2'")
+    return [first] + [rest] * (depth - 1)
+
+
+def layer_constants(depth: int, lipschitz: float, distribute: str) -> list[float]:
+    """Split `lipschitz` over `depth` layers: lambda^(1/m) each ("per-layer") or all on the last ("output")."""
+    if distribute not in DISTRIBUTIONS:
+        raise ValueError(f"unknown distribute {distribute!r}: choose 'per-layer' or 'output'")
+    if distribute == "per-layer":
+        return [lipschitz ** (1.0 / depth)] * depth
+    return [1.0] * (depth - 1) + [lipschitz]
+
+
+class LipschitzMLP(nn.Sequential):
+    """A dense network that is `lipschitz`-Lipschitz from `input_norm` to its tracked output norm.
+
+    Layers alternate LipschitzLinear and a gradient-norm-preserving activation. The product of the
+    layer constants is `lipschitz` (Eq. 2.6). Further options: activation ("groupsort", "maxmin",
+    "fullsort", "abs", "relu"), group_size, distribute, hidden_norm, and the LipschitzLinear options
+    vectorwise, rescaling and mode.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        hidden: Sequence[int] = (64, 64),
+        *,
+        lipschitz: float = 1.0,
+        input_norm: str = "1",
+        hidden_norm: str | None = None,
+        activation: str = "groupsort",
+        group_size: int = 2,
+        distribute: str = "per-layer",
+        vectorwise: bool = True,
+        rescaling: str = "clip",
+        mode: str = "reparam",
+        bias: bool = True,
+    ) -> None:
+        widths = [int(in_features), *map(int, hidden), int(out_features)]
+        if any(width < 1 for width in widths):
+            raise ValueError(f"layer widths must be positive, got {widths}")
+        lipschitz = check_lipschitz(lipschitz)
+        depth = len(widths) - 1
+        norms = layer_norms(depth, input_norm, hidden_norm)
+        constants = layer_constants(depth, lipschitz, distribute)
+        if activation == "groupsort":
+            for width in hidden:
+                if width % group_size:
+                    raise ValueError(f"group_size={group_size} does not divide the hidden width {width}")
+        layers: list[nn.Module] = []
+        for index, (norm, constant) in enumerate(zip(norms, constants)):
+            layers.append(
+                LipschitzLinear(
+                    widths[index], widths[index + 1], bias, norm=norm, lipschitz=constant,
+                    vectorwise=vectorwise, rescaling=rescaling, mode=mode,
+                )
+            )
+            if index < depth - 1:
+                layers.append(make_activation(activation, group_size))
+        super().__init__(*layers)
+        self.lipschitz = lipschitz

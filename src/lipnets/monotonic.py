@@ -1,0 +1,127 @@
+"""The monotonic residual f(x) = g(x) + lambda sum_i s_i x_i (Kitouni et al. Eqs. 2.3-2.4)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from .bounds import bound_of
+from .constraints import check_lipschitz
+from .models import LipschitzMLP
+from .validation import as_monotone
+
+ROUNDING_TOLERANCE = 1e-5
+"""Relative slack for float rounding when comparing the inner bound with lambda."""
+
+
+class MonotonicityError(ValueError):
+    """The inner network's gradient can outweigh the monotonic residual."""
+
+
+class MonotonicWrapper(nn.Module):
+    """f(x) = g(c * x) + lambda * S (c * x): monotone in every input with s_i != 0 (Eqs. 2.3-2.4).
+
+    g must be lambda-Lipschitz from l1 (any l_p bound is an l1 bound, since ||x||_p <= ||x||_1), so that
+    |dg/dx_i| <= lambda and the residual slope lambda dominates it. `monotone` is a vector of +1/0/-1 per
+    input, or a (outputs, inputs) matrix for per-output constraints. `feature_scale` c (positive, one per
+    input) gives feature i its own gradient bound lambda c_i: Kitouni's rescaling remark in Section 2.
+    """
+
+    output_norm = "inf"
+    input_norm = "1"
+
+    def __init__(
+        self,
+        module: nn.Module,
+        lipschitz: float,
+        monotone: Sequence[int] | Sequence[Sequence[int]] | torch.Tensor,
+        *,
+        feature_scale: Sequence[float] | torch.Tensor | None = None,
+    ) -> None:
+        super().__init__()
+        self.module = module
+        self.lipschitz = check_lipschitz(lipschitz)
+        spec = as_monotone(monotone)
+        self.in_features = spec.shape[-1]
+        scale = torch.ones(self.in_features, dtype=torch.float64) if feature_scale is None else torch.as_tensor(feature_scale, dtype=torch.float64)
+        if scale.shape != (self.in_features,) or not torch.isfinite(scale).all() or (scale <= 0).any():
+            raise ValueError(f"feature_scale must hold {self.in_features} finite positive numbers, got {feature_scale!r}")
+        dtype = next(module.parameters()).dtype if any(True for _ in module.parameters()) else torch.get_default_dtype()
+        self.register_buffer("monotone", spec.to(dtype))
+        self.register_buffer("feature_scale", scale.to(dtype))
+        self.verify()
+
+    def inner_bound(self) -> float:
+        """The sound bound of g's current weights from the l1 norm (an l_p bound is also an l1 bound)."""
+        return bound_of(self.module, name="module").value
+
+    def verify(self) -> float:
+        """Check that g is at most lambda-Lipschitz in l1, now and for every weight its constraints allow.
+
+        Returns the current bound of g. Raises MonotonicityError when the constraints' product (the cap)
+        exceeds lambda, even if today's weights happen to be small: training could reach the cap.
+        """
+        inner = bound_of(self.module, name="module")
+        worst = max(inner.value, inner.cap)
+        if worst > self.lipschitz * (1.0 + ROUNDING_TOLERANCE):
+            what = "its constraints allow" if inner.cap >= inner.value else "its current weights have"
+            raise MonotonicityError(
+                f"the inner network is not bounded by the residual slope lambda={self.lipschitz:g} in the l1 norm: "
+                f"{what} a Lipschitz constant up to {worst:.6g}, so its gradient can outweigh the residual and break "
+                "monotonicity. Per-layer constants multiply; give the layers constants whose product is at most "
+                f"lambda (LipschitzMLP(lipschitz={self.lipschitz:g}) does this), or raise the wrapper's lipschitz to {worst:.6g}."
+            )
+        return inner.value
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scaled = x * self.feature_scale
+        output = self.module(scaled)
+        if self.monotone.dim() == 1:
+            residual = (scaled * self.monotone).sum(dim=-1, keepdim=True)
+        else:
+            residual = scaled @ self.monotone.mT
+        return output + self.lipschitz * residual
+
+    def _outer_bound(self, inner: float) -> float:
+        signs = self.monotone.abs().to(torch.float64)
+        largest = signs if signs.dim() == 1 else signs.amax(dim=0)
+        return float((self.feature_scale.to(torch.float64) * (inner + self.lipschitz * largest)).max())
+
+    def lipschitz_bound(self, input_shape: tuple[int, ...] | None = None) -> float:
+        """max_i c_i (L_g + lambda max_k |S_ki|): bounds every partial derivative, so f is this Lipschitz from l1 to l_inf."""
+        return self._outer_bound(self.inner_bound())
+
+    def lipschitz_cap(self) -> float:
+        """The bound with g at its constraints' cap, which verify() holds at or below lambda."""
+        return self._outer_bound(bound_of(self.module, name="module").cap)
+
+    def extra_repr(self) -> str:
+        return f"lipschitz={self.lipschitz:g}, monotone={self.monotone.to(torch.int64).tolist()}"
+
+
+class MonotonicMLP(MonotonicWrapper):
+    """The monotonic Lipschitz network of Eq. 2.3: a LipschitzMLP from l1 wrapped in the monotonic residual.
+
+    The MLP's layer constants multiply to `lipschitz`, so the wrapper's check always passes.
+    Extra keyword arguments go to LipschitzMLP (activation, group_size, distribute, vectorwise, mode...).
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        monotone: Sequence[int] | Sequence[Sequence[int]] | torch.Tensor,
+        hidden: Sequence[int] = (64, 64),
+        *,
+        lipschitz: float = 1.0,
+        out_features: int | None = None,
+        feature_scale: Sequence[float] | torch.Tensor | None = None,
+        **mlp_options,
+    ) -> None:
+        spec = as_monotone(monotone, in_features)
+        outputs = spec.shape[0] if spec.dim() == 2 else (out_features or 1)
+        if spec.dim() == 2 and out_features not in (None, outputs):
+            raise ValueError(f"monotone has {outputs} rows but out_features={out_features}")
+        mlp = LipschitzMLP(in_features, outputs, hidden, lipschitz=lipschitz, input_norm="1", **mlp_options)
+        super().__init__(mlp, lipschitz, spec, feature_scale=feature_scale)

@@ -1,0 +1,25 @@
+"""Operator norms and sound bounds of matrices and convolutions (pure functions)."""
+
+from .dense import (
+    LAYER_NORMS,
+    as_layer_norm,
+    cheap_spectral_bound,
+    gram_spectral_bound,
+    layer_operator_norm,
+    operator_norm,
+)
+from .vector import VECTOR_NORMS, as_vector_norm, conversion_factor, dual, order
+
+__all__ = [
+    "LAYER_NORMS",
+    "VECTOR_NORMS",
+    "as_layer_norm",
+    "as_vector_norm",
+    "cheap_spectral_bound",
+    "conversion_factor",
+    "dual",
+    "gram_spectral_bound",
+    "layer_operator_norm",
+    "operator_norm",
+    "order",
+]
