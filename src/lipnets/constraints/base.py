@@ -41,14 +41,20 @@ class WeightConstraint(nn.Module):
         """The feasible weight closest to `weight` in the sense of this constraint (default: normalize)."""
         return self.normalize(weight)
 
+    def _normalize_full_precision(self, weight: torch.Tensor) -> torch.Tensor:
+        # Under autocast the normalisation still runs in the weight's own precision (float32 or
+        # float64), so low-precision matmuls can never loosen a constraint.
+        with torch.autocast(device_type=weight.device.type, enabled=False):
+            return self.normalize(weight)
+
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
         if self.training or (torch.is_grad_enabled() and weight.requires_grad):
             self._cache = None
-            return self.normalize(weight)
+            return self._normalize_full_precision(weight)
         key = (weight.data_ptr(), weight._version, weight.dtype, weight.device, weight.shape)
         if self._cache is None or self._cache_key != key:
             with torch.no_grad():
-                self._cache = self.normalize(weight)
+                self._cache = self._normalize_full_precision(weight)
             self._cache_key = key
         return self._cache
 
