@@ -5,6 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 from . import export
+from .checkpoints import CheckpointError, load_weights, save_weights
 from .bounds import Bound, NormChainError, UntrackedModuleError, bound_of
 from .guarantees import MonotonicityReport, check_monotonic, empirical_lipschitz, lipschitz_bound, tracked_norms
 from .layers import Abs, FullSort, GroupSort, LipschitzLinear, MaxMin
@@ -45,6 +46,7 @@ def project_(model: nn.Module) -> nn.Module:
 __all__ = [
     "Abs",
     "Bound",
+    "CheckpointError",
     "FullSort",
     "GroupSort",
     "LipschitzLinear",
@@ -60,7 +62,9 @@ __all__ = [
     "check_monotonic",
     "empirical_lipschitz",
     "lipschitz_bound",
+    "load_weights",
     "project_",
+    "save_weights",
     "tracked_norms",
     *_LAZY,
 ]

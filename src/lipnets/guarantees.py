@@ -100,8 +100,8 @@ def check_monotonic(
 
     A pair violates the constraint when s_i (f(x + t e_i) - f(x)) < -tolerance (1 + |f(x)|), for any
     output with s_ki != 0 (per-output specs are (outputs, inputs) matrices). The worst slope is the
-    smallest s_i (f(x + t e_i) - f(x)) / t: negative means a violation. Steps default to a geometric
-    range from 1e-3 to the spread of x.
+    smallest s_i (f(x + t e_i) - f(x)) / t, with changes inside the rounding tolerance counted as 0:
+    negative means a violation. Steps default to a geometric range from 1e-3 to the spread of x.
     """
     x = check_finite(x).detach()
     spec = as_monotone(monotone, x.shape[-1]).to(x.device)
@@ -122,8 +122,9 @@ def check_monotonic(
                 moved[:, feature] += step
                 change = (model(moved).reshape(len(x), -1) - base) * column
                 active = column != 0
-                threshold = -tolerance * (1.0 + base.abs())
-                violations += int(((change < threshold) & active).sum())
+                rounding = tolerance * (1.0 + base.abs())
+                violations += int(((change < -rounding) & active).sum())
                 pairs += int(active.sum()) * len(x)
-                worst = min(worst, float((change[:, active] / step).min()))
+                beyond_rounding = torch.where(change.abs() > rounding, change, torch.zeros_like(change))
+                worst = min(worst, float((beyond_rounding[:, active] / step).min()))
     return MonotonicityReport(pairs=pairs, violations=violations, worst_slope=worst)

@@ -1,0 +1,71 @@
+"""Saving and loading weights safely: `weights_only=True`, checked before anything is copied."""
+
+from __future__ import annotations
+
+import pickle
+import zipfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is corrupt, unreadable, or belongs to another architecture."""
+
+
+def save_weights(model: nn.Module, path: str | Path, metadata: dict | None = None) -> None:
+    """Save the model's state dict and plain-data `metadata` in a file that loads with weights_only=True."""
+    torch.save({"state_dict": model.state_dict(), "metadata": dict(metadata or {})}, Path(path))
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    """Read a checkpoint written by `save_weights` with weights_only=True, or raise CheckpointError."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}")
+    try:
+        content = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError, OSError) as error:
+        raise CheckpointError(f"{path} is corrupt or not a lipnets checkpoint: {error}") from error
+    if not isinstance(content, dict) or not isinstance(content.get("state_dict"), dict):
+        raise CheckpointError(f"{path} holds no state dict: it was not written by lipnets.checkpoints.save_weights")
+    return content
+
+
+def check_compatible(model: nn.Module, state_dict: dict, source: str = "the checkpoint") -> None:
+    """Raise CheckpointError unless `state_dict` has exactly the model's keys, shapes and dtypes' kinds."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(expected))
+    wrong = [
+        f"{key}: {tuple(state_dict[key].shape)} instead of {tuple(value.shape)}"
+        for key, value in expected.items()
+        if key in state_dict and (not isinstance(state_dict[key], torch.Tensor) or state_dict[key].shape != value.shape)
+    ]
+    if missing or unexpected or wrong:
+        details = "; ".join(
+            part
+            for part in (
+                f"missing {missing[:5]}" if missing else "",
+                f"unexpected {unexpected[:5]}" if unexpected else "",
+                f"wrong shapes {wrong[:5]}" if wrong else "",
+            )
+            if part
+        )
+        raise CheckpointError(f"{source} comes from another architecture: {details}")
+    bad = [key for key, value in state_dict.items() if value.is_floating_point() and not torch.isfinite(value).all()]
+    if bad:
+        raise CheckpointError(f"{source} holds NaN or inf in {bad[:5]}")
+
+
+def load_weights(model: nn.Module, path: str | Path) -> dict:
+    """Load weights saved by `save_weights` into `model` and return the metadata.
+
+    The file is read with weights_only=True and checked against the model before any tensor is copied,
+    so a corrupt or foreign checkpoint raises CheckpointError and leaves the model unchanged.
+    """
+    content = read_checkpoint(path)
+    check_compatible(model, content["state_dict"], str(path))
+    model.load_state_dict(content["state_dict"])
+    return content.get("metadata", {})

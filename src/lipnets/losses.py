@@ -1,0 +1,406 @@
+"""Losses for Lipschitz classifiers (paper 000, Section 5; thesis 003, sections 1.3 and 4).
+
+A Lipschitz network cannot push its outputs to large values, so losses with exponential tails (plain
+cross-entropy) trade accuracy for margin; the temperature tau and the hinge margin m move the model
+along the accuracy-robustness Pareto front (thesis 003, Fig. 4.5):
+
+- larger tau (or a smaller hinge margin m) -> the loss cares only about the sign near the decision
+  boundary: higher clean accuracy, smaller |f(x)|, hence smaller certified radii |f(x)| / L;
+- smaller tau (or a larger m) -> the loss keeps pushing |f(x)| up: larger radii, lower accuracy when the
+  classes are closer than m / L to each other.
+
+Binary losses take one score per sample, shape (N,) or (N, 1), with targets in {0, 1} or {-1, +1}.
+Multiclass losses take logits of shape (N, K), K >= 2, with integer labels in [0, K). Each module has a
+functional twin of the same name in snake case; `reduction` is "mean", "sum" or "none".
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .constraints import check_lipschitz
+from .norms import order
+
+REDUCTIONS = ("mean", "sum", "none")
+
+DEFAULT_TAU = 1.0
+"""Temperature default: tau = 1, the frameworks' default that thesis 003 (section 1.3) starts from."""
+DEFAULT_MARGIN = 1.0
+"""Hinge margin default: m = 1, the "hinge margin 1" of paper 000, Fig. 7."""
+DEFAULT_ALPHA = 256.0
+"""HKR hinge weight default: alpha = 256, the value of thesis 003, Example 4.3."""
+
+
+def _reduce(values: torch.Tensor, reduction: str) -> torch.Tensor:
+    if reduction == "mean":
+        return values.mean()
+    if reduction == "sum":
+        return values.sum()
+    return values
+
+
+def _check_reduction(reduction: str) -> str:
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"unknown reduction {reduction!r}: choose 'mean', 'sum' or 'none'")
+    return reduction
+
+
+def _check_positive(value: float, name: str) -> float:
+    return check_lipschitz(value, name)
+
+
+def binary_scores(input: torch.Tensor, name: str = "loss") -> torch.Tensor:
+    """The (N,) scores of a binary classifier whose output has shape (N,) or (N, 1)."""
+    if input.dim() == 2 and input.shape[1] == 1:
+        return input[:, 0]
+    if input.dim() != 1:
+        raise ValueError(
+            f"{name} expects one score per sample, shape (N,) or (N, 1), got {tuple(input.shape)}; "
+            "for K-class logits use TauCrossEntropyLoss or MulticlassHingeLoss"
+        )
+    return input
+
+
+def binary_signs(target: torch.Tensor, length: int, name: str = "loss") -> torch.Tensor:
+    """Labels in {0, 1} or {-1, +1}, shape (N,) or (N, 1), as float signs in {-1, +1}."""
+    target = torch.as_tensor(target)
+    if target.dim() == 2 and target.shape[1] == 1:
+        target = target[:, 0]
+    if target.dim() != 1 or target.shape[0] != length:
+        raise ValueError(f"{name} expects {length} labels, shape ({length},) or ({length}, 1), got {tuple(target.shape)}")
+    values = target.unique()
+    zero_one = torch.isin(values, torch.tensor([0, 1], device=values.device, dtype=values.dtype)).all()
+    plus_minus = torch.isin(values, torch.tensor([-1, 1], device=values.device, dtype=values.dtype)).all()
+    if not (zero_one or plus_minus):
+        raise ValueError(
+            f"{name} expects binary labels in {{0, 1}} or {{-1, +1}}, got values {values.tolist()[:10]}; "
+            "for K classes pass integer labels to a multiclass loss"
+        )
+    return torch.where(target > 0, 1.0, -1.0).to(torch.get_default_dtype()).to(target.device)
+
+
+def class_labels(input: torch.Tensor, target: torch.Tensor, name: str = "loss") -> torch.Tensor:
+    """Check (N, K) logits against N integer labels in [0, K); return the labels as int64."""
+    if input.dim() != 2 or input.shape[1] < 2:
+        raise ValueError(
+            f"{name} expects logits of shape (N, K) with K >= 2 classes, got {tuple(input.shape)}; "
+            "for one score per sample use a binary loss"
+        )
+    target = torch.as_tensor(target, device=input.device)
+    if target.dim() != 1 or target.shape[0] != input.shape[0]:
+        raise ValueError(f"{name} expects {input.shape[0]} integer labels, shape ({input.shape[0]},), got {tuple(target.shape)}")
+    if target.is_floating_point():
+        if not torch.equal(target, target.round()):
+            raise ValueError(f"{name} expects integer class labels, got fractional values")
+    elif target.dtype == torch.bool:
+        raise ValueError(f"{name} expects integer class labels, got booleans")
+    labels = target.long()
+    if len(labels) and (labels.min() < 0 or labels.max() >= input.shape[1]):
+        raise ValueError(f"{name} expects labels in [0, {input.shape[1]}), got values from {int(labels.min())} to {int(labels.max())}")
+    return labels
+
+
+def _signed_margin(input: torch.Tensor, target: torch.Tensor, name: str) -> torch.Tensor:
+    """y f(x) for binary scores, f_y(x) - max_{j != y} f_j(x) for logits: positive iff correct."""
+    if input.dim() == 2 and input.shape[1] >= 2:
+        labels = class_labels(input, target, name)
+        true = input.gather(1, labels[:, None])[:, 0]
+        others = input.masked_fill(F.one_hot(labels, input.shape[1]).bool(), float("-inf"))
+        return true - others.amax(dim=1)
+    scores = binary_scores(input, name)
+    return binary_signs(target, len(scores), name).to(scores.dtype) * scores
+
+
+# --------------------------------------------------------------------------------------------------
+# functional twins
+
+
+def tau_bce_with_logits(input: torch.Tensor, target: torch.Tensor, tau: float = DEFAULT_TAU, reduction: str = "mean") -> torch.Tensor:
+    """Binary cross-entropy at temperature tau: BCE(y, tau * f(x)) (paper 000, Eq. 5.1)."""
+    tau = _check_positive(tau, "tau")
+    scores = binary_scores(input, "TauBCEWithLogitsLoss")
+    positive = (binary_signs(target, len(scores), "TauBCEWithLogitsLoss") > 0).to(scores.dtype)
+    values = F.binary_cross_entropy_with_logits(tau * scores, positive, reduction="none")
+    return _reduce(values, _check_reduction(reduction))
+
+
+def tau_cross_entropy(input: torch.Tensor, target: torch.Tensor, tau: float = DEFAULT_TAU, reduction: str = "mean") -> torch.Tensor:
+    """Softmax cross-entropy at temperature tau: CE(y, tau * f(x)) (thesis 003, Eq. B.52-B.53)."""
+    tau = _check_positive(tau, "tau")
+    labels = class_labels(input, target, "TauCrossEntropyLoss")
+    return _reduce(F.cross_entropy(tau * input, labels, reduction="none"), _check_reduction(reduction))
+
+
+def hinge(input: torch.Tensor, target: torch.Tensor, margin: float | torch.Tensor = DEFAULT_MARGIN, reduction: str = "mean") -> torch.Tensor:
+    """max(0, m - y f(x)) (paper 000, Eq. 5.4); `margin` may be a per-sample (N,) tensor."""
+    if not isinstance(margin, torch.Tensor):
+        margin = _check_positive(margin, "margin")
+    values = F.relu(margin - _signed_margin(binary_scores(input, "HingeLoss"), target, "HingeLoss"))
+    return _reduce(values, _check_reduction(reduction))
+
+
+def dynamic_hinge(input: torch.Tensor, target: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """The dynamic hinge of paper 000, Eq. 5.3, with the margins packed into the target.
+
+    target has shape (N, 2): column 0 the label in {0, 1} or {-1, +1}, column 1 the margin
+    delta(x | y) = d(C^{-y}, x) / 2 from `dynamic_margins` (build it with `with_margins`).
+    """
+    target = torch.as_tensor(target)
+    if target.dim() != 2 or target.shape[1] != 2:
+        raise ValueError(
+            f"DynamicHingeLoss expects targets of shape (N, 2) holding (label, margin), got {tuple(target.shape)}; "
+            "build them with DynamicHingeLoss.targets(x, y) or lipnets.losses.with_margins(y, dynamic_margins(x, y))"
+        )
+    margins = target[:, 1].to(input.dtype)
+    if not torch.isfinite(margins).all() or (margins < 0).any():
+        raise ValueError("DynamicHingeLoss margins (target column 1) must be finite and >= 0")
+    return hinge(input, target[:, 0], margins, reduction)
+
+
+def multiclass_hinge(input: torch.Tensor, target: torch.Tensor, margin: float = DEFAULT_MARGIN, reduction: str = "mean") -> torch.Tensor:
+    """max(0, m - (f_y(x) - max_{j != y} f_j(x))): the hinge on the top-1 margin (Crammer-Singer).
+
+    The top-1 margin is what a multiclass certificate divides by the Lipschitz constant of a logit
+    difference (sqrt(2) L for an l2 output), so m sets the radius the loss aims for.
+    """
+    margin = _check_positive(margin, "margin")
+    class_labels(input, target, "MulticlassHingeLoss")
+    return _reduce(F.relu(margin - _signed_margin(input, target, "MulticlassHingeLoss")), _check_reduction(reduction))
+
+
+def _one_vs_rest_signs(input: torch.Tensor, target: torch.Tensor, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, K) scores and (N, K) signs: +1 where the sample belongs to the column's class, else -1."""
+    if input.dim() == 2 and input.shape[1] >= 2:
+        labels = class_labels(input, target, name)
+        return input, 2.0 * F.one_hot(labels, input.shape[1]).to(input.dtype) - 1.0
+    scores = binary_scores(input, name)
+    return scores[:, None], binary_signs(target, len(scores), name).to(scores.dtype)[:, None]
+
+
+def kr(input: torch.Tensor, target: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """The negative Kantorovich-Rubinstein estimate -(E_{y=+1} f - E_{y=-1} f) (thesis 003, Eq. 4.14).
+
+    Per sample, -y f(x) weighted by N / (number of samples of its class in the batch), so that the mean
+    over the batch is exactly -(mean f on positives - mean f on negatives): for a 1-Lipschitz f its
+    minimum is -W1 between the two classes. Multiclass: one-vs-rest per class, averaged over classes.
+    A class absent from the batch contributes 0.
+    """
+    scores, signs = _one_vs_rest_signs(input, target, "KRLoss")
+    share = (signs > 0).to(scores.dtype).mean(dim=0, keepdim=True)
+    weights = torch.where(signs > 0, torch.nan_to_num(1.0 / share, posinf=0.0), -torch.nan_to_num(1.0 / (1.0 - share), posinf=0.0))
+    return _reduce(-(weights * scores).mean(dim=1), _check_reduction(reduction))
+
+
+def hkr(
+    input: torch.Tensor, target: torch.Tensor, alpha: float = DEFAULT_ALPHA, margin: float = DEFAULT_MARGIN, reduction: str = "mean"
+) -> torch.Tensor:
+    """Hinge-regularised KR loss: KR + alpha * hinge_m (thesis 003, Eq. 4.14; Serrurier et al. 2021).
+
+    Binary: the hinge max(0, m - y f). Multiclass: the top-1 margin hinge of `multiclass_hinge`.
+    """
+    alpha = _check_positive(alpha, "alpha")
+    margin = _check_positive(margin, "margin")
+    hinge_part = F.relu(margin - _signed_margin(input, target, "HKRLoss"))
+    return _reduce(kr(input, target, reduction="none") + alpha * hinge_part, _check_reduction(reduction))
+
+
+# --------------------------------------------------------------------------------------------------
+# dynamic margins
+
+
+def dynamic_margins(
+    x: torch.Tensor, y: torch.Tensor, *, norm: str = "2", max_elements: int = 2**22
+) -> torch.Tensor:
+    """delta(x_i | y_i) = d(C^{-y_i}, x_i) / 2: half the distance to the nearest point of the other class.
+
+    Paper 000, Eq. 5.3. Distances in the l1, l2 or l-inf norm (the model's input norm) are computed in
+    blocks of at most `max_elements` pairs, keeping a running minimum, so 10^5 points need only
+    O(max_elements) extra memory. Runs on x's device. Returns an (N,) tensor in x's dtype.
+    """
+    x = torch.as_tensor(x)
+    if x.dim() != 2 or not x.is_floating_point():
+        raise ValueError(f"dynamic_margins expects a floating (N, features) matrix, got {tuple(x.shape)} {x.dtype}")
+    if not torch.isfinite(x).all():
+        raise ValueError("dynamic_margins: x contains NaN or inf")
+    signs = binary_signs(y, len(x), "dynamic_margins").to(x.device)
+    p = order(norm)
+    positive = signs > 0
+    if positive.all() or not positive.any():
+        raise ValueError("dynamic_margins needs samples of both classes")
+    margins = torch.empty(len(x), dtype=x.dtype, device=x.device)
+    for mask in (positive, ~positive):
+        margins[mask] = _nearest_distance(x[mask], x[~mask], p, int(max_elements)) / 2
+    return margins
+
+
+def _nearest_distance(queries: torch.Tensor, references: torch.Tensor, p: float, max_elements: int) -> torch.Tensor:
+    """For each query row, the p-distance to the nearest reference row, in blocks of <= max_elements pairs."""
+    if max_elements < 1:
+        raise ValueError(f"max_elements must be >= 1, got {max_elements}")
+    ref_block = max(1, min(len(references), max_elements))
+    query_block = max(1, max_elements // ref_block)
+    nearest = torch.full((len(queries),), float("inf"), dtype=queries.dtype, device=queries.device)
+    for start in range(0, len(queries), query_block):
+        rows = queries[start : start + query_block]
+        best = nearest[start : start + query_block]
+        for ref_start in range(0, len(references), ref_block):
+            distances = torch.cdist(rows, references[ref_start : ref_start + ref_block], p=p, compute_mode="donot_use_mm_for_euclid_dist")
+            torch.minimum(best, distances.amin(dim=1), out=best)
+    return nearest
+
+
+def with_margins(y: torch.Tensor, margins: torch.Tensor) -> torch.Tensor:
+    """Pack labels and per-sample margins into the (N, 2) target that DynamicHingeLoss expects.
+
+    Packing keeps each margin attached to its sample through shuffling, DataLoaders and
+    DistributedSampler sharding, so no sample index is needed.
+    """
+    y = torch.as_tensor(y)
+    margins = torch.as_tensor(margins)
+    y = y[:, 0] if y.dim() == 2 and y.shape[1] == 1 else y
+    if y.dim() != 1 or margins.shape != y.shape:
+        raise ValueError(f"with_margins expects N labels and N margins, got shapes {tuple(y.shape)} and {tuple(margins.shape)}")
+    dtype = margins.dtype if margins.is_floating_point() else torch.get_default_dtype()
+    return torch.stack([y.to(dtype), margins.to(dtype)], dim=1)
+
+
+# --------------------------------------------------------------------------------------------------
+# modules
+
+
+class _Loss(nn.Module):
+    def __init__(self, reduction: str = "mean") -> None:
+        super().__init__()
+        self.reduction = _check_reduction(reduction)
+
+
+class TauBCEWithLogitsLoss(_Loss):
+    """BCE(y, tau f(x)) (paper 000, Eq. 5.1); targets in {0, 1} or {-1, +1}, scores (N,) or (N, 1).
+
+    tau is an inverse temperature: a 1-Lipschitz f with tau is a tau-Lipschitz f with tau = 1. Small tau
+    (the default 1) keeps pushing |f| up and underfits when the classes are close (two moons, Fig. 7);
+    large tau approaches the 0-1 loss: higher accuracy, smaller margins and certified radii.
+    """
+
+    def __init__(self, tau: float = DEFAULT_TAU, reduction: str = "mean") -> None:
+        super().__init__(reduction)
+        self.tau = _check_positive(tau, "tau")
+
+    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return tau_bce_with_logits(input, target, self.tau, self.reduction)
+
+    def extra_repr(self) -> str:
+        return f"tau={self.tau:g}"
+
+
+class TauCrossEntropyLoss(_Loss):
+    """Softmax cross-entropy on tau f(x) with integer labels; tau trades accuracy (large) for margin (small)."""
+
+    def __init__(self, tau: float = DEFAULT_TAU, reduction: str = "mean") -> None:
+        super().__init__(reduction)
+        self.tau = _check_positive(tau, "tau")
+
+    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return tau_cross_entropy(input, target, self.tau, self.reduction)
+
+    def extra_repr(self) -> str:
+        return f"tau={self.tau:g}"
+
+
+class HingeLoss(_Loss):
+    """max(0, m - y f(x)) (paper 000, Eq. 5.4).
+
+    Samples with y f(x) >= m cost nothing, so the network spends its bounded slope on the decision
+    boundary. A large margin m asks for certified radius m / L everywhere and loses accuracy where the
+    classes are closer than 2m / L; a small m gives accuracy with small radii.
+    """
+
+    def __init__(self, margin: float = DEFAULT_MARGIN, reduction: str = "mean") -> None:
+        super().__init__(reduction)
+        self.margin = _check_positive(margin, "margin")
+
+    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return hinge(input, target, self.margin, self.reduction)
+
+    def extra_repr(self) -> str:
+        return f"margin={self.margin:g}"
+
+
+class DynamicHingeLoss(_Loss):
+    """Hinge with per-sample margin delta(x | y) = d(C^{-y}, x) / 2 (paper 000, Eq. 5.3).
+
+    Each point asks for the largest radius that the data allow: half the distance to the other class,
+    the signed distance function's value when the boundary lies midway. Targets are (N, 2) tensors of
+    (label, margin), built once before training by `targets(x, y)`:
+
+    >>> loss = DynamicHingeLoss()
+    >>> x = torch.tensor([[0.0, 0.0], [3.0, 4.0]])
+    >>> loss.targets(x, torch.tensor([0, 1]))
+    tensor([[0.0000, 2.5000],
+            [1.0000, 2.5000]])
+    """
+
+    def __init__(self, norm: str = "2", reduction: str = "mean") -> None:
+        super().__init__(reduction)
+        self.norm = norm
+        order(norm)
+
+    def targets(self, x: torch.Tensor, y: torch.Tensor, *, max_elements: int = 2**22) -> torch.Tensor:
+        """The (N, 2) targets (label, margin) for inputs x with labels y, in this loss's norm."""
+        return with_margins(y, dynamic_margins(x, y, norm=self.norm, max_elements=max_elements))
+
+    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return dynamic_hinge(input, target, self.reduction)
+
+    def extra_repr(self) -> str:
+        return f"norm={self.norm!r}"
+
+
+class MulticlassHingeLoss(_Loss):
+    """max(0, m - (f_y - max_{j != y} f_j)) on (N, K) logits with integer labels.
+
+    The top-1 margin of an L-Lipschitz (l2 output) network certifies radius margin / (sqrt 2 L), so m
+    sets the radius the loss aims for: larger m, more robust and less accurate.
+    """
+
+    def __init__(self, margin: float = DEFAULT_MARGIN, reduction: str = "mean") -> None:
+        super().__init__(reduction)
+        self.margin = _check_positive(margin, "margin")
+
+    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return multiclass_hinge(input, target, self.margin, self.reduction)
+
+    def extra_repr(self) -> str:
+        return f"margin={self.margin:g}"
+
+
+class KRLoss(_Loss):
+    """-(E_{y=+1} f - E_{y=-1} f), the negative Kantorovich-Rubinstein dual: see `kr`.
+
+    Minimised by a 1-Lipschitz critic, its negative estimates W1 between the classes (from below).
+    Binary scores or (N, K) logits (one-vs-rest per class).
+    """
+
+    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return kr(input, target, self.reduction)
+
+
+class HKRLoss(_Loss):
+    """KR + alpha * hinge_m (thesis 003, Eq. 4.14), binary or multiclass (dispatch on the output shape).
+
+    alpha = 0 is the Wasserstein critic (maximal |f|, poor accuracy); alpha -> inf is the hinge loss.
+    Between, alpha and m select a point on the accuracy-robustness front (thesis 003, Fig. 4.5).
+    """
+
+    def __init__(self, alpha: float = DEFAULT_ALPHA, margin: float = DEFAULT_MARGIN, reduction: str = "mean") -> None:
+        super().__init__(reduction)
+        self.alpha = _check_positive(alpha, "alpha")
+        self.margin = _check_positive(margin, "margin")
+
+    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return hkr(input, target, self.alpha, self.margin, self.reduction)
+
+    def extra_repr(self) -> str:
+        return f"alpha={self.alpha:g}, margin={self.margin:g}"

@@ -1,0 +1,130 @@
+"""Whole-model guarantees: empirical lower bound <= sound bound <= requested constant, for every
+chain of norms and both modes, after training, after reload, in train and eval mode."""
+
+import pytest
+import torch
+from torch import nn
+
+import lipnets
+from lipnets import GroupSort, LipschitzLinear, LipschitzMLP, NormChainError, UntrackedModuleError
+
+CONFIGS = [
+    {"input_norm": "1"},
+    {"input_norm": "inf"},
+    {"input_norm": "2"},
+    {"input_norm": "2", "hidden_norm": "2"},
+    {"input_norm": "2", "hidden_norm": "2-inf"},
+    {"input_norm": "1", "distribute": "output"},
+    {"input_norm": "1", "activation": "fullsort"},
+    {"input_norm": "2", "activation": "maxmin"},
+    {"input_norm": "inf", "activation": "abs"},
+]
+
+
+def jacobian_operator_norm(model: nn.Module, x: torch.Tensor, p_in: str, p_out: str) -> float:
+    """The largest exact p_in -> p_out norm of the model's Jacobian at the points x (a lower bound
+    on the Lipschitz constant). The Jacobian is built from unit impulses by autograd."""
+    worst = 0.0
+    for point in x:
+        jac = torch.autograd.functional.jacobian(model, point.unsqueeze(0)).reshape(-1, point.numel()).double()
+        worst = max(worst, lipnets.norms.operator_norm(jac, p_in, p_out) if (p_in, p_out) != ("2", "2") else float(torch.linalg.svdvals(jac).max()))
+    return worst
+
+
+def train_briefly(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int = 30) -> None:
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.05)
+    for _ in range(steps):
+        optimizer.zero_grad()
+        nn.functional.mse_loss(model(x), y).backward()
+        optimizer.step()
+        lipnets.project_(model)
+
+
+@pytest.mark.parametrize("mode", ["reparam", "project"])
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: "-".join(f"{v}" for v in c.values()))
+def test_empirical_below_bound_below_request(config: dict, mode: str) -> None:
+    model = LipschitzMLP(6, 3, (16, 16), lipschitz=2.5, mode=mode, **config)
+    x = torch.randn(128, 6)
+    y = 10 * torch.sin(3 * x[:, :3]) + 5 * x[:, 3:]  # steeper than the constant allows
+    train_briefly(model, x, y)
+    p_in, p_out = lipnets.tracked_norms(model)
+    reloaded = LipschitzMLP(6, 3, (16, 16), lipschitz=2.5, mode=mode, **config)
+    reloaded.load_state_dict(model.state_dict())
+    for candidate in (model, reloaded):
+        for training in (True, False):
+            candidate.train(training)
+            bound = lipnets.lipschitz_bound(candidate)
+            assert bound <= 2.5 * (1 + 1e-5)
+            assert lipnets.empirical_lipschitz(candidate, x[:32], steps=40) <= bound * (1 + 1e-6)
+            assert jacobian_operator_norm(candidate, x[:16], p_in, p_out) <= bound * (1 + 1e-6)
+
+
+def test_bound_is_the_product_of_exact_layer_norms() -> None:
+    model = LipschitzMLP(5, 2, (8, 8), lipschitz=3.0, input_norm="1")
+    layers = [m for m in model if isinstance(m, LipschitzLinear)]
+    product = 1.0
+    for layer in layers:
+        product *= layer.lipschitz_bound()
+    assert lipnets.lipschitz_bound(model) == pytest.approx(product, rel=1e-12)
+    assert [layer.norm for layer in layers] == ["1-inf", "inf", "inf"]
+
+
+def test_layer_constants_split_as_requested() -> None:
+    per_layer = LipschitzMLP(3, 1, (4, 4), lipschitz=8.0)
+    output = LipschitzMLP(3, 1, (4, 4), lipschitz=8.0, distribute="output")
+    assert [m.lipschitz for m in per_layer if isinstance(m, LipschitzLinear)] == pytest.approx([2.0, 2.0, 2.0])
+    assert [m.lipschitz for m in output if isinstance(m, LipschitzLinear)] == pytest.approx([1.0, 1.0, 8.0])
+
+
+def test_gnp_network_reaches_its_bound() -> None:
+    """With square orthogonal layers and GroupSort the Jacobian norm equals the bound everywhere
+    (gradient norm preservation), so the bound is tight, not just sound."""
+    model = LipschitzMLP(4, 1, (4, 4), input_norm="2", activation="groupsort")
+    x = torch.randn(4, 4)
+    assert jacobian_operator_norm(model, x, "2", "2") == pytest.approx(lipnets.lipschitz_bound(model), rel=1e-3)
+
+
+def test_chain_mismatch_names_both_layers() -> None:
+    model = nn.Sequential(LipschitzLinear(4, 8, norm="2"), GroupSort(), LipschitzLinear(8, 1, norm="inf"))
+    with pytest.raises(NormChainError, match=r"layer '0' outputs in the l2 norm but the next layer '2'"):
+        lipnets.lipschitz_bound(model)
+
+
+def test_untracked_module_is_refused() -> None:
+    with pytest.raises(UntrackedModuleError, match="nn.Linear|Linear"):
+        lipnets.lipschitz_bound(nn.Sequential(nn.Linear(3, 3), nn.ReLU()))
+
+
+def test_group_size_must_divide_the_width() -> None:
+    with pytest.raises(ValueError, match="group_size=4 does not divide the hidden width 6"):
+        LipschitzMLP(3, 1, (6,), group_size=4)
+    with pytest.raises(ValueError, match="divisible by 3"):
+        GroupSort(3)(torch.randn(2, 5))
+    with pytest.raises(ValueError, match="positive integer"):
+        GroupSort(0)
+
+
+def test_activations_sort_as_documented() -> None:
+    x = torch.tensor([[3.0, 1.0, -2.0, 5.0]])
+    torch.testing.assert_close(GroupSort(2)(x), torch.tensor([[1.0, 3.0, -2.0, 5.0]]))
+    torch.testing.assert_close(GroupSort(4)(x), torch.tensor([[-2.0, 1.0, 3.0, 5.0]]))
+    torch.testing.assert_close(lipnets.MaxMin()(x), torch.tensor([[3.0, 5.0, -2.0, 1.0]]))
+    torch.testing.assert_close(lipnets.FullSort()(x), torch.tensor([[-2.0, 1.0, 3.0, 5.0]]))
+    torch.testing.assert_close(lipnets.Abs()(x), x.abs())
+    images = torch.randn(2, 6, 3, 3)
+    torch.testing.assert_close(GroupSort(3, dim=1)(images), images.unflatten(1, (2, 3)).sort(2).values.flatten(1, 2))
+
+
+@pytest.mark.parametrize("function", ["empirical", "monotonic"])
+def test_guarantee_functions_refuse_nan_and_change_nothing(function: str) -> None:
+    model = lipnets.MonotonicMLP(3, [1, 0, 0], (4,))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x = torch.randn(5, 3)
+    x[2, 1] = float("nan")
+    with pytest.raises(ValueError, match="NaN or inf"):
+        if function == "empirical":
+            lipnets.empirical_lipschitz(model, x)
+        else:
+            lipnets.check_monotonic(model, x, [1, 0, 0])
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key])
