@@ -65,13 +65,26 @@ def _random_start(shape: torch.Size, eps: torch.Tensor, norm: str, generator: to
     return (direction * scale).to(like.device) * eps[:, None]
 
 
-def margin_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Per input: max_{j != y} f_j - f_y (multiclass) or -s f with s = +1 for class 1 (binary); > 0 means misclassified."""
+def margin_loss(logits: torch.Tensor, labels: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
+    """Per input: max_{j != y} f_j - f_y (multiclass) or -s f with s = +1 for class 1 (binary); > 0 means misclassified.
+
+    With `target` (multiclass only), f_target - f_y instead: the margin towards one chosen class.
+    """
     if logits.shape[1] == 1:
         return -(2 * labels - 1).to(logits.dtype) * logits[:, 0]
     true = logits.gather(1, labels[:, None])[:, 0]
+    if target is not None:
+        return logits.gather(1, target[:, None])[:, 0] - true
     others = logits.scatter(1, labels[:, None], -torch.inf)
     return others.max(dim=1).values - true
+
+
+def _runner_up(logits: torch.Tensor, labels: torch.Tensor, rank: int) -> torch.Tensor | None:
+    """The class with the rank-th largest logit other than the label (rank 0: the best other class); None if binary."""
+    if logits.shape[1] == 1:
+        return None
+    others = logits.scatter(1, labels[:, None], -torch.inf)
+    return others.argsort(dim=1, descending=True)[:, rank % (logits.shape[1] - 1)]
 
 
 def _per_point(value, batch: int, like: torch.Tensor, name: str) -> torch.Tensor:
@@ -98,7 +111,10 @@ def pgd(
     """Untargeted projected gradient ascent on the margin loss inside the `norm` ball of radius `eps` around x.
 
     eps and step_size are one number or one per input; step_size defaults to 2.5 eps / steps (Madry
-    et al.). The first restart starts at x, later ones at random points of the ball. Returns, per input,
+    et al.). The first restart starts at x and ascends the untargeted margin; restart i >= 1 starts at a
+    random point of the ball and, for a multiclass model, ascends the margin towards the i-th best other
+    class of the clean input (the max over classes can lock onto a class that is not the easiest to
+    reach). Success is always judged by the untargeted margin loss. Returns, per input,
     the point with the largest margin loss seen over all steps and restarts; it lies in the ball up to
     float rounding. The model's parameters and gradients are left untouched.
     """
@@ -109,7 +125,8 @@ def pgd(
         raise ValueError(f"restarts must be a positive integer, got {restarts!r}")
     x = x.detach()
     with torch.no_grad():
-        labels = check_labels(y, logits_of(model, x))
+        clean = logits_of(model, x)
+        labels = check_labels(y, clean)
     flat = x.flatten(1)
     radius = _per_point(eps, len(x), flat, "eps")
     stride = 2.5 * radius / steps if step_size is None else _per_point(step_size, len(x), flat, "step_size")
@@ -122,13 +139,14 @@ def pgd(
 
     for restart in range(restarts):
         delta = torch.zeros_like(flat) if restart == 0 else _random_start(flat.shape, radius, norm, generator, flat)
+        target = None if restart == 0 else _runner_up(clean, labels, restart - 1)
         for _ in range(steps):
             delta.requires_grad_(True)
             with torch.enable_grad():
-                loss = margin_loss(logits_of(model, (flat + delta).view_as(x)), labels)
-                (gradient,) = torch.autograd.grad(loss.sum(), delta)
+                logits = logits_of(model, (flat + delta).view_as(x))
+                (gradient,) = torch.autograd.grad(margin_loss(logits, labels, target).sum(), delta)
             delta = delta.detach()
-            keep_best(delta, loss.detach())
+            keep_best(delta, margin_loss(logits.detach(), labels))
             delta = _project(delta + stride[:, None] * _steepest_ascent(gradient, norm), radius, norm)
         with torch.no_grad():
             keep_best(delta, margin_loss(logits_of(model, (flat + delta).view_as(x)), labels))
