@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 import lipnets
+from helpers_core import train_steps
 from lipnets import GroupSort, LipschitzLinear, LipschitzMLP, NormChainError, UntrackedModuleError
 
 CONFIGS = [
@@ -31,22 +32,13 @@ def jacobian_operator_norm(model: nn.Module, x: torch.Tensor, p_in: str, p_out: 
     return worst
 
 
-def train_briefly(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int = 30) -> None:
-    optimizer = torch.optim.Adam(model.parameters(), lr=0.05)
-    for _ in range(steps):
-        optimizer.zero_grad()
-        nn.functional.mse_loss(model(x), y).backward()
-        optimizer.step()
-        lipnets.project_(model)
-
-
 @pytest.mark.parametrize("mode", ["reparam", "project"])
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda c: "-".join(f"{v}" for v in c.values()))
 def test_empirical_below_bound_below_request(config: dict, mode: str) -> None:
     model = LipschitzMLP(6, 3, (16, 16), lipschitz=2.5, mode=mode, **config)
     x = torch.randn(128, 6)
     y = 10 * torch.sin(3 * x[:, :3]) + 5 * x[:, 3:]  # steeper than the constant allows
-    train_briefly(model, x, y)
+    train_steps(model, x, y, steps=30)
     p_in, p_out = lipnets.tracked_norms(model)
     reloaded = LipschitzMLP(6, 3, (16, 16), lipschitz=2.5, mode=mode, **config)
     reloaded.load_state_dict(model.state_dict())

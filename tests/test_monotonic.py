@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 import lipnets
+from helpers_core import train_steps
 from lipnets import GroupSort, LipschitzLinear, MonotonicityError, MonotonicMLP, MonotonicWrapper
 
 
@@ -13,12 +14,7 @@ def train_against_monotonicity(model: nn.Module, steps: int = 150) -> None:
     feature 2, so training pushes as hard as it can against the constraints."""
     x = torch.rand(256, 3) * 4 - 2
     y = (-3 * torch.sin(2 * x[:, :1]) + 2 * x[:, 2:3] ** 2).repeat(1, model.monotone.shape[0] if model.monotone.dim() == 2 else 1)
-    optimizer = torch.optim.Adam(model.parameters(), lr=0.02)
-    for _ in range(steps):
-        optimizer.zero_grad()
-        nn.functional.mse_loss(model(x), y).backward()
-        optimizer.step()
-        lipnets.project_(model)
+    train_steps(model, x, y, steps, lr=0.02)
 
 
 def grid(points: int = 25) -> torch.Tensor:
@@ -61,11 +57,7 @@ def test_unconstrained_network_violates_where_the_wrapper_does_not() -> None:
     plain = nn.Sequential(nn.Linear(3, 32), nn.Tanh(), nn.Linear(32, 1))
     x = torch.rand(256, 3) * 4 - 2
     y = -3 * torch.sin(2 * x[:, :1])
-    optimizer = torch.optim.Adam(plain.parameters(), lr=0.02)
-    for _ in range(200):
-        optimizer.zero_grad()
-        nn.functional.mse_loss(plain(x), y).backward()
-        optimizer.step()
+    train_steps(plain, x, y, 200, lr=0.02)
     report = lipnets.check_monotonic(plain, grid(9), [1, 0, 0])
     assert report.violations > 0 and report.worst_slope < -0.5
 

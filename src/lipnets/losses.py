@@ -47,10 +47,6 @@ def _check_reduction(reduction: str) -> str:
     return reduction
 
 
-def _check_positive(value: float, name: str) -> float:
-    return check_lipschitz(value, name)
-
-
 def binary_scores(input: torch.Tensor, name: str = "loss") -> torch.Tensor:
     """The (N,) scores of a binary classifier whose output has shape (N,) or (N, 1)."""
     if input.dim() == 2 and input.shape[1] == 1:
@@ -119,7 +115,7 @@ def _signed_margin(input: torch.Tensor, target: torch.Tensor, name: str) -> torc
 
 def tau_bce_with_logits(input: torch.Tensor, target: torch.Tensor, tau: float = DEFAULT_TAU, reduction: str = "mean") -> torch.Tensor:
     """Binary cross-entropy at temperature tau: BCE(y, tau * f(x)) (paper 000, Eq. 5.1)."""
-    tau = _check_positive(tau, "tau")
+    tau = check_lipschitz(tau, "tau")
     scores = binary_scores(input, "TauBCEWithLogitsLoss")
     positive = (binary_signs(target, len(scores), "TauBCEWithLogitsLoss") > 0).to(scores.dtype)
     values = F.binary_cross_entropy_with_logits(tau * scores, positive, reduction="none")
@@ -128,7 +124,7 @@ def tau_bce_with_logits(input: torch.Tensor, target: torch.Tensor, tau: float = 
 
 def tau_cross_entropy(input: torch.Tensor, target: torch.Tensor, tau: float = DEFAULT_TAU, reduction: str = "mean") -> torch.Tensor:
     """Softmax cross-entropy at temperature tau: CE(y, tau * f(x)) (thesis 003, Eq. B.52-B.53)."""
-    tau = _check_positive(tau, "tau")
+    tau = check_lipschitz(tau, "tau")
     labels = class_labels(input, target, "TauCrossEntropyLoss")
     return _reduce(F.cross_entropy(tau * input, labels, reduction="none"), _check_reduction(reduction))
 
@@ -136,7 +132,7 @@ def tau_cross_entropy(input: torch.Tensor, target: torch.Tensor, tau: float = DE
 def hinge(input: torch.Tensor, target: torch.Tensor, margin: float | torch.Tensor = DEFAULT_MARGIN, reduction: str = "mean") -> torch.Tensor:
     """max(0, m - y f(x)) (paper 000, Eq. 5.4); `margin` may be a per-sample (N,) tensor."""
     if not isinstance(margin, torch.Tensor):
-        margin = _check_positive(margin, "margin")
+        margin = check_lipschitz(margin, "margin")
     values = F.relu(margin - _signed_margin(binary_scores(input, "HingeLoss"), target, "HingeLoss"))
     return _reduce(values, _check_reduction(reduction))
 
@@ -165,7 +161,7 @@ def multiclass_hinge(input: torch.Tensor, target: torch.Tensor, margin: float = 
     The top-1 margin is what a multiclass certificate divides by the Lipschitz constant of a logit
     difference (sqrt(2) L for an l2 output), so m sets the radius the loss aims for.
     """
-    margin = _check_positive(margin, "margin")
+    margin = check_lipschitz(margin, "margin")
     class_labels(input, target, "MulticlassHingeLoss")
     return _reduce(F.relu(margin - _signed_margin(input, target, "MulticlassHingeLoss")), _check_reduction(reduction))
 
@@ -200,8 +196,8 @@ def hkr(
 
     Binary: the hinge max(0, m - y f). Multiclass: the top-1 margin hinge of `multiclass_hinge`.
     """
-    alpha = _check_positive(alpha, "alpha")
-    margin = _check_positive(margin, "margin")
+    alpha = check_lipschitz(alpha, "alpha")
+    margin = check_lipschitz(margin, "margin")
     hinge_part = F.relu(margin - _signed_margin(input, target, "HKRLoss"))
     return _reduce(kr(input, target, reduction="none") + alpha * hinge_part, _check_reduction(reduction))
 
@@ -286,7 +282,7 @@ class TauBCEWithLogitsLoss(_Loss):
 
     def __init__(self, tau: float = DEFAULT_TAU, reduction: str = "mean") -> None:
         super().__init__(reduction)
-        self.tau = _check_positive(tau, "tau")
+        self.tau = check_lipschitz(tau, "tau")
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return tau_bce_with_logits(input, target, self.tau, self.reduction)
@@ -300,7 +296,7 @@ class TauCrossEntropyLoss(_Loss):
 
     def __init__(self, tau: float = DEFAULT_TAU, reduction: str = "mean") -> None:
         super().__init__(reduction)
-        self.tau = _check_positive(tau, "tau")
+        self.tau = check_lipschitz(tau, "tau")
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return tau_cross_entropy(input, target, self.tau, self.reduction)
@@ -319,7 +315,7 @@ class HingeLoss(_Loss):
 
     def __init__(self, margin: float = DEFAULT_MARGIN, reduction: str = "mean") -> None:
         super().__init__(reduction)
-        self.margin = _check_positive(margin, "margin")
+        self.margin = check_lipschitz(margin, "margin")
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return hinge(input, target, self.margin, self.reduction)
@@ -367,7 +363,7 @@ class MulticlassHingeLoss(_Loss):
 
     def __init__(self, margin: float = DEFAULT_MARGIN, reduction: str = "mean") -> None:
         super().__init__(reduction)
-        self.margin = _check_positive(margin, "margin")
+        self.margin = check_lipschitz(margin, "margin")
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return multiclass_hinge(input, target, self.margin, self.reduction)
@@ -396,8 +392,8 @@ class HKRLoss(_Loss):
 
     def __init__(self, alpha: float = DEFAULT_ALPHA, margin: float = DEFAULT_MARGIN, reduction: str = "mean") -> None:
         super().__init__(reduction)
-        self.alpha = _check_positive(alpha, "alpha")
-        self.margin = _check_positive(margin, "margin")
+        self.alpha = check_lipschitz(alpha, "alpha")
+        self.margin = check_lipschitz(margin, "margin")
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return hkr(input, target, self.alpha, self.margin, self.reduction)

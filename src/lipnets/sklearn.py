@@ -28,6 +28,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import nn
 
 from .bounds import bound_of
+from .certify import certified_radius
 from .constraints import check_lipschitz
 from .datasets.tables import check_numeric
 from .guarantees import MonotonicityReport, check_monotonic, lipschitz_bound
@@ -218,7 +219,7 @@ class _NetworkEstimator(BaseEstimator):
             history = train(
                 model.network, self._loss_module(outputs), (inputs[train_rows], target[train_rows]), val,
                 epochs=int(self.epochs), lr=float(self.learning_rate), batch_size=int(self.batch_size),
-                patience=self.patience if val is not None else None, seed=seed, progress=bool(self.verbose),
+                patience=int(self.patience) if val is not None and self.patience is not None else None, seed=seed, progress=bool(self.verbose),
             )
         model.set_scaling(mean, scale, *self._target_scaling)
         self.model_ = model.eval()
@@ -243,7 +244,7 @@ class _NetworkEstimator(BaseEstimator):
         _check_frame(X)
         X = validate_data(self, X, dtype=np.float64, reset=False)
         with torch.no_grad():
-            return self.model_(torch.from_numpy(X)).numpy()
+            return self.model_(torch.tensor(X)).numpy()
 
     def verify_monotonic(self, X, *, steps: int = 9) -> MonotonicityReport:
         """Check the constraints over dense pairs in original units: f(x) against f(x + t e_i) for each row.
@@ -253,7 +254,7 @@ class _NetworkEstimator(BaseEstimator):
         """
         check_is_fitted(self, "model_")
         _check_frame(X)
-        X = torch.from_numpy(validate_data(self, X, dtype=np.float64, reset=False))
+        X = torch.tensor(validate_data(self, X, dtype=np.float64, reset=False))
         spec = np.atleast_2d(self.monotone_constraints_)
         pairs, violations, worst = 0, 0, float("inf")
         for column in np.flatnonzero(spec.any(axis=0)):
@@ -268,7 +269,7 @@ class _NetworkEstimator(BaseEstimator):
 
     def __getstate__(self) -> dict:
         """Parametrized torch modules do not pickle, so the model travels as its state dict."""
-        state = super().__getstate__()
+        state = dict(super().__getstate__())
         if "model_" in state:
             state["model_"] = {key: value.clone() for key, value in self.model_.state_dict().items()}
         return state
@@ -300,6 +301,15 @@ class _RegressorTask(RegressorMixin):
     def predict(self, X) -> np.ndarray:
         """Predicted target values, in the target's units."""
         return self._outputs(X)[:, 0]
+
+    def certified_radius(self, X, threshold: float) -> np.ndarray:
+        """Per row, the l1 radius (original units) within which the prediction stays on its side of `threshold`.
+
+        |f(x) - threshold| / lipschitz_bound_: a decision "predict above threshold" cannot flip closer than that.
+        """
+        if not np.isfinite(threshold):
+            raise ValueError(f"threshold must be a finite number, got {threshold!r}")
+        return np.abs(self.predict(X) - threshold) / self.lipschitz_bound_
 
 
 class _ClassifierTask(ClassifierMixin):
@@ -335,6 +345,17 @@ class _ClassifierTask(ClassifierMixin):
             positive = torch.sigmoid(scores)
             return torch.cat([1.0 - positive, positive], dim=1).numpy()
         return torch.softmax(scores, dim=1).numpy()
+
+    def certified_radius(self, X) -> np.ndarray:
+        """Per row, the l1 radius (original units) within which the predicted class cannot change.
+
+        `lipnets.certified_radius` on the model with its scaling: |f(x)| / L for two classes, the top-1 margin
+        over the constant of a logit difference otherwise (FORMULAS.md, "Certificates").
+        """
+        check_is_fitted(self, "model_")
+        _check_frame(X)
+        X = torch.tensor(validate_data(self, X, dtype=np.float64, reset=False))
+        return certified_radius(self.model_, X).numpy()
 
     def predict(self, X) -> np.ndarray:
         """The most probable class label."""

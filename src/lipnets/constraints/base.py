@@ -41,11 +41,20 @@ class WeightConstraint(nn.Module):
         """The feasible weight closest to `weight` in the sense of this constraint (default: normalize)."""
         return self.normalize(weight)
 
-    def _normalize_full_precision(self, weight: torch.Tensor) -> torch.Tensor:
+    def refine(self, weight: torch.Tensor) -> torch.Tensor:
+        """Bring a feasible weight closer to the constraint's target set without leaving the feasible set.
+
+        Used where no gradient flows (the eval cache, eval mode of mode="project", export). The identity
+        for closed-form constraints; iterative ones (Orthogonal) run to convergence here.
+        """
+        return weight
+
+    def _normalize_full_precision(self, weight: torch.Tensor, refined: bool = False) -> torch.Tensor:
         # Under autocast the normalisation still runs in the weight's own precision (float32 or
         # float64), so low-precision matmuls can never loosen a constraint.
         with torch.autocast(device_type=weight.device.type, enabled=False):
-            return self.normalize(weight)
+            normalized = self.normalize(weight)
+            return self.refine(normalized) if refined else normalized
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
         if self.training or (torch.is_grad_enabled() and weight.requires_grad):
@@ -54,7 +63,7 @@ class WeightConstraint(nn.Module):
         key = (weight.data_ptr(), weight._version, weight.dtype, weight.device, weight.shape)
         if self._cache is None or self._cache_key != key:
             with torch.no_grad():
-                self._cache = self._normalize_full_precision(weight)
+                self._cache = self._normalize_full_precision(weight, refined=True)
             self._cache_key = key
         return self._cache
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from ..norms import as_layer_norm, cheap_spectral_bound, gram_spectral_bound
+from ..norms import as_layer_norm, gram_spectral_bound
 from .base import WeightConstraint
+from .orthogonal import Orthogonal
 
 RESCALINGS = ("clip", "scale")
 
@@ -70,34 +71,6 @@ class SpectralNorm(WeightConstraint):
     def project(self, weight: torch.Tensor) -> torch.Tensor:
         u, s, vh = torch.linalg.svd(weight.to(torch.float64), full_matrices=False)
         return ((u * s.clamp(max=self.lipschitz)) @ vh).to(weight.dtype)
-
-
-class Orthogonal(WeightConstraint):
-    """lambda times the orthogonal polar factor of W, by Björck iterations (thesis 003, ch. 2).
-
-    Scaling W by an upper bound on sigma_max puts every singular value in (0, 1]; the Björck step
-    s -> 1.5 s - 0.5 s^3 maps (0, sqrt 3) into (0, 1], so every iterate stays 1-Lipschitz and converges
-    to the polar factor. `project` computes the polar factor exactly from an SVD.
-    """
-
-    def __init__(self, lipschitz: float = 1.0, *, iterations: int = 15) -> None:
-        super().__init__(lipschitz)
-        self.iterations = int(iterations)
-
-    def normalize(self, weight: torch.Tensor) -> torch.Tensor:
-        wide = weight.shape[0] < weight.shape[1]
-        a = weight.mT if wide else weight
-        a = a / cheap_spectral_bound(a).clamp(min=torch.finfo(a.dtype).tiny)
-        for _ in range(self.iterations):
-            a = 1.5 * a - 0.5 * a @ (a.mT @ a)
-        return self.lipschitz * (a.mT if wide else a)
-
-    def project(self, weight: torch.Tensor) -> torch.Tensor:
-        u, _, vh = torch.linalg.svd(weight.to(torch.float64), full_matrices=False)
-        return (self.lipschitz * (u @ vh)).to(weight.dtype)
-
-    def extra_repr(self) -> str:
-        return f"lipschitz={self.lipschitz:g}, iterations={self.iterations}"
 
 
 def dense_constraint(norm: str, lipschitz: float, *, vectorwise: bool = True, rescaling: str = "clip") -> WeightConstraint:

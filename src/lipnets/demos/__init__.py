@@ -12,6 +12,7 @@ from pathlib import Path
 
 DEMOS: dict[str, str] = {
     "paper-toys": "lipnets.demos.paper_toys",
+    "two-moons": "lipnets.demos.two_moons",
 }
 """Demo name -> module defining `run`. Issues add their demos here."""
 

@@ -2,12 +2,14 @@
 
 Each figure trains its models together (one vmap over their stacked weights) with full-batch Adam,
 then measures every model on a dense grid: the largest finite-difference slope (a lower bound on its
-Lipschitz constant), the sound bound `lipnets.lipschitz_bound`, monotonicity violations
-(`lipnets.check_monotonic`) and the mean squared error against the noise-free truth.
+Lipschitz constant), the sound bound `lipnets.lipschitz_bound` and the constant its constraints
+guarantee, monotonicity violations (`lipnets.check_monotonic`), and the mean squared error against
+the noise-free truth.
 
 The unconstrained models are the same networks (same seeds, hence the same initial weights) with a
-constant so large that no weight reaches it; `_check_unconstrained` verifies that after training.
-That keeps the comparison to the constraint alone and still gives them a sound (loose) bound.
+constant so large that no weight reaches it; `check_unconstrained` verifies that after training.
+The comparison then isolates the constraint, and the unconstrained models still get a sound (loose)
+bound: the product of their layers' exact operator norms.
 """
 
 from __future__ import annotations
@@ -24,23 +26,26 @@ from matplotlib.figure import Figure
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
-from .. import LipschitzLinear, LipschitzMLP, MonotonicMLP, check_monotonic, lipschitz_bound
+from .. import LipschitzLinear, LipschitzMLP, MonotonicMLP, bound_of, check_monotonic
 from ..datasets import noisy_log, oscillating_circles, sin_with_outlier
 
 LAMBDA = 1.0
 """The paper's Lipschitz constant for Figs. 1 and 2."""
 UNCONSTRAINED = 1e24
-"""A constant no trained weight reaches (1e6 per layer for 4 layers): the constraint never binds."""
+"""A constant no trained weight reaches (1e6 per layer over 4 layers): the constraint never binds."""
 HIDDEN = (32, 32, 32)
-LR = 5e-3
+LR = 2e-2
+"""Adam's learning rate, annealed to 0 by a cosine schedule."""
+GRID_POINTS = 1000
 SIN_RANGE = (0.0, 2 * math.pi)
+OUTLIER_WINDOW = 0.5
+"""Fig. 1's 'outlier slope' is the steepest slope within this distance of the outlier."""
 LOG_RANGE = (1.0, 10.0)
 LOG_GAPS = {"extrapolation": (7.0, 10.0), "interpolation": (4.0, 7.0)}
-CIRCLE = {"r": 1.5, "alpha": 0.18, "omega": 5.0, "spacing": 0.4}
+CIRCLE = {"n": 80, "r": 1.5, "alpha": 0.18, "omega": 5.0, "spacing": 0.4}
+"""Fig. 3's data: the paper's r and alpha; omega (not stated in the paper) gives 4 bumps."""
 CIRCLE_LAMBDA = 4.0
-"""Fig. 3 does not state lambda; 4 is about twice the smallest constant of any exact fit (printed)."""
-OUTLIER_WINDOW = 0.5
-"""Half-width of the window around the outlier in which Fig. 1's 'slope at outlier' is measured."""
+"""Fig. 3 states no lambda; 4 is well above the smallest constant any exact fit needs (reported)."""
 
 
 @dataclass(frozen=True)
@@ -53,8 +58,8 @@ class Budget:
     circle_steps: int
 
 
-FULL = Budget(seeds=10, realisations=4, steps=1500, circle_steps=3000)
-QUICK = Budget(seeds=3, realisations=2, steps=400, circle_steps=400)
+FULL = Budget(seeds=10, realisations=4, steps=700, circle_steps=1200)
+QUICK = Budget(seeds=3, realisations=1, steps=250, circle_steps=200)
 
 
 def run(out_dir: Path, quick: bool) -> list[dict]:
@@ -65,7 +70,7 @@ def run(out_dir: Path, quick: bool) -> list[dict]:
     return sin_figure(out_dir, budget) + log_figure(out_dir, budget) + circle_figure(out_dir, budget)
 
 
-# ---------------------------------------------------------------- training and measuring
+# ---------------------------------------------------------------- training
 
 
 def seeded(build: Callable[[], nn.Module], seeds: Sequence[int]) -> list[nn.Module]:
@@ -79,10 +84,11 @@ def seeded(build: Callable[[], nn.Module], seeds: Sequence[int]) -> list[nn.Modu
 
 
 def train_together(models: Sequence[nn.Module], data: Sequence[tuple[torch.Tensor, torch.Tensor]], steps: int) -> None:
-    """Full-batch Adam on each model's own (x, y), all models at once (one vmap over stacked weights).
+    """Full-batch Adam (MSE) on each model's own (x, y), all models at once: one vmap over stacked weights.
 
-    Adam updates elementwise, so minimising the sum of the models' losses trains each exactly as alone.
-    Data sets of different lengths are zero-padded and masked. The trained weights are copied back.
+    The models share one architecture. Adam updates elementwise, so minimising the sum of the losses
+    trains each model exactly as alone. Data sets of different lengths are zero-padded and masked.
+    The trained weights are copied back into the models.
     """
     params, buffers = stack_module_state(list(models))
     template = copy.deepcopy(models[0]).to("meta")
@@ -95,7 +101,7 @@ def train_together(models: Sequence[nn.Module], data: Sequence[tuple[torch.Tenso
         return (w * (functional_call(template, (p, b), (x,)) - y).squeeze(-1) ** 2).sum()
 
     losses = vmap(loss)
-    optimizer = torch.optim.Adam(params.values(), lr=LR)
+    optimizer = torch.optim.Adam(params.values(), lr=LR, foreach=True)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
     for _ in range(steps):
         optimizer.zero_grad()
@@ -108,11 +114,14 @@ def train_together(models: Sequence[nn.Module], data: Sequence[tuple[torch.Tenso
                 parameter.copy_(params[name][index])
 
 
-def _check_unconstrained(model: nn.Module) -> None:
-    """Raise if any layer of an 'unconstrained' model reached its (huge) cap, which would constrain it."""
+def check_unconstrained(model: nn.Module) -> None:
+    """Raise if a layer of an 'unconstrained' model reached its (huge) cap, which would have constrained it."""
     for layer in model.modules():
         if isinstance(layer, LipschitzLinear) and layer.lipschitz_bound() >= layer.lipschitz_cap():
             raise RuntimeError(f"the unconstrained model's layer {layer} reached its cap; raise UNCONSTRAINED")
+
+
+# ---------------------------------------------------------------- measuring
 
 
 @torch.no_grad()
@@ -122,29 +131,77 @@ def predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 def slopes(values: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
-    """|finite-difference slopes| between neighbouring grid points: each one a lower bound on the constant."""
-    return (values.diff() / grid.flatten().diff()).abs()
+    """|finite-difference slopes| between neighbouring points of a 1-D grid: each a lower bound on the constant."""
+    return (values.diff(dim=-1) / grid.flatten().diff()).abs()
 
 
-def _mean_mse(curves: torch.Tensor, truth: torch.Tensor) -> float:
-    return float(((curves - truth) ** 2).mean())
+def mse(prediction: torch.Tensor, target: torch.Tensor) -> float:
+    """Mean squared error between two tensors with the same number of elements, as a float."""
+    return float(((prediction.flatten() - target.flatten()) ** 2).mean())
 
 
-def _train_mse(models: Sequence[nn.Module], data: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> float:
-    return sum(_mean_mse(predict(m, x), y.flatten()) for m, (x, y) in zip(models, data)) / len(models)
+@dataclass
+class Runs:
+    """Trained models of one kind and their outputs on the dense grid (one row of `curves` per model)."""
+
+    models: list[nn.Module]
+    data: list[tuple[torch.Tensor, torch.Tensor]]
+    curves: torch.Tensor
 
 
-def _canvas(figure: Figure, path: Path) -> None:
+COLUMNS = (
+    "figure", "model", "runs", "lambda", "lambda (paper)", "max slope", "sound bound", "guaranteed",
+    "true slope", "true slope (paper)", "outlier slope, min over runs", "violations", "non-monotone runs",
+    "mse vs truth", "mse in gap", "train mse", "train mse (paper)", "setting", "setting (paper)",
+)
+"""The summary table's columns; each '(paper)' column sits next to ours."""
+
+
+def summary(figure: str, model: str, runs: Runs, constant: float | None, max_slope: float, extra: dict) -> dict:
+    """One table row: measured slope <= sound bound <= guaranteed constant, the fit, and `extra` columns."""
+    bounds = [bound_of(m) for m in runs.models]
+    row = dict.fromkeys(COLUMNS, "")
+    row.update({
+        "figure": figure,
+        "model": model,
+        "runs": len(runs.models),
+        "lambda": constant if constant is not None else "none",
+        "lambda (paper)": constant if constant is not None else "none",
+        "max slope": max_slope,
+        "sound bound": max(bound.value for bound in bounds),
+        "guaranteed": max(bound.cap for bound in bounds) if constant is not None else "none",
+        "train mse": sum(mse(predict(m, x), y) for m, (x, y) in zip(runs.models, runs.data)) / len(runs.models),
+    })
+    unknown = set(extra) - set(COLUMNS)
+    if unknown:
+        raise KeyError(f"columns {sorted(unknown)} are not in COLUMNS")
+    row.update(extra)
+    return row
+
+
+def train_kind(
+    build: Callable[[], nn.Module], constant: float | None, data: list, seeds: int, steps: int, grid: torch.Tensor
+) -> Runs:
+    """Train one model per data set, seeds 0..seeds-1 on each consecutive group, and evaluate on `grid`."""
+    models = [model for _ in range(len(data) // seeds) for model in seeded(build, range(seeds))]
+    train_together(models, data, steps)
+    if constant is None:
+        for model in models:
+            check_unconstrained(model)
+    return Runs(models, data, torch.stack([predict(model, grid) for model in models]))
+
+
+def save(figure: Figure, path: Path) -> None:
+    """Render `figure` with the Agg backend (no pyplot state) and write it as a PNG."""
     FigureCanvasAgg(figure)
     figure.savefig(path, dpi=110)
 
 
-def _draw_runs(axes, grid: torch.Tensor, curves: torch.Tensor, color: str, label: str) -> None:
+def draw_runs(axes, grid: torch.Tensor, curves: torch.Tensor, color: str, label: str, zorder: int) -> None:
     """Per-seed curves as light lines and their mean as a dark line, as in the paper's Figs. 1 and 2."""
     x = grid.flatten().numpy()
-    for curve in curves:
-        axes.plot(x, curve.numpy(), color=color, alpha=0.25, linewidth=0.8)
-    axes.plot(x, curves.mean(0).numpy(), color=color, linewidth=2.0, label=label)
+    axes.plot(x, curves.T.numpy(), color=color, alpha=0.25, linewidth=0.8, zorder=zorder)
+    axes.plot(x, curves.mean(0).numpy(), color=color, linewidth=2.0, label=label, zorder=zorder)
 
 
 # ---------------------------------------------------------------- Fig. 1
@@ -153,47 +210,34 @@ def _draw_runs(axes, grid: torch.Tensor, curves: torch.Tensor, color: str, label
 def sin_figure(out_dir: Path, budget: Budget) -> list[dict]:
     """Fig. 1: sin(x) with one outlier (Eq. 3.1), Lipschitz (lambda=1) vs unconstrained, `seeds` inits each."""
     x, y, outlier = sin_with_outlier(seed=0, low=SIN_RANGE[0], high=SIN_RANGE[1])
-    grid = torch.linspace(*SIN_RANGE, 1000).unsqueeze(1)
+    grid = torch.linspace(*SIN_RANGE, GRID_POINTS).unsqueeze(1)
     truth = torch.sin(grid).flatten()
-    near = ((grid.flatten()[1:] + grid.flatten()[:-1]) / 2 - x[outlier]).abs() <= OUTLIER_WINDOW
+    middles = (grid.flatten()[1:] + grid.flatten()[:-1]) / 2
+    near = (middles - x[outlier]).abs() <= OUTLIER_WINDOW
     kinds = {
-        "Lipschitz": (lambda: LipschitzMLP(1, 1, HIDDEN, lipschitz=LAMBDA), LAMBDA, "tab:blue"),
-        "unconstrained": (lambda: LipschitzMLP(1, 1, HIDDEN, lipschitz=UNCONSTRAINED), None, "tab:orange"),
+        "Lipschitz": (lambda: LipschitzMLP(1, 1, HIDDEN, lipschitz=LAMBDA), LAMBDA, "tab:blue", 3),
+        "unconstrained": (lambda: LipschitzMLP(1, 1, HIDDEN, lipschitz=UNCONSTRAINED), None, "tab:orange", 2),
     }
     figure = Figure(figsize=(7, 4.2))
     axes = figure.add_subplot()
     rows = []
-    for name, (build, constant, color) in kinds.items():
-        models = seeded(build, range(budget.seeds))
-        train_together(models, [(x, y)] * len(models), budget.steps)
-        if constant is None:
-            for model in models:
-                _check_unconstrained(model)
-        curves = torch.stack([predict(model, grid) for model in models])
-        steep = torch.stack([slopes(curve, grid) for curve in curves])
-        _draw_runs(axes, grid, curves, color, f"{name} ({budget.seeds} seeds)")
-        rows.append({
-            "figure": "1 sin + outlier",
-            "model": name,
-            "runs": len(models),
-            "lambda": constant if constant else "none",
-            "lambda (paper)": constant if constant else "none",
-            "max slope": float(steep.max()),
-            "sound bound": max(lipschitz_bound(model) for model in models),
-            "slope at outlier": float(steep[:, near].max()),
+    for name, (build, constant, color, zorder) in kinds.items():
+        runs = train_kind(build, constant, [(x, y)] * budget.seeds, budget.seeds, budget.steps, grid)
+        steep = slopes(runs.curves, grid)
+        draw_runs(axes, grid, runs.curves, color, f"{name} ({budget.seeds} seeds)", zorder)
+        rows.append(summary("1 sin + outlier", name, runs, constant, float(steep.max()), {
             "true slope": float(slopes(truth, grid).max()),
             "true slope (paper)": "cos x (max 1)",
+            "outlier slope, min over runs": float(steep[:, near].amax(dim=1).min()),
             "violations": "n/a",
-            "mse vs truth": _mean_mse(curves, truth),
-            "train mse": _train_mse(models, [(x, y)] * len(models)),
-            "train mse (paper)": "",
-        })
-    axes.plot(grid.flatten(), truth, "k--", linewidth=1, label="sin x (truth)")
-    axes.scatter(x.flatten(), y.flatten(), s=12, color="tab:purple", zorder=3, label="data")
-    axes.scatter(x[outlier], y[outlier], s=80, facecolors="none", edgecolors="red", zorder=4, label="outlier (sd 1)")
+            "mse vs truth": mse(runs.curves, truth.expand_as(runs.curves)),
+        }))
+    axes.plot(grid.flatten(), truth, "k--", linewidth=1, label="sin x (truth)", zorder=4)
+    axes.scatter(x.flatten(), y.flatten(), s=12, color="tab:purple", zorder=5, label="data (noise sd 0.1)")
+    axes.scatter(x[outlier], y[outlier], s=80, facecolors="none", edgecolors="red", zorder=5, label="outlier (noise sd 1)")
     axes.set(xlabel="x", ylabel="y", title="Fig. 1: robustness to an outlier (Eq. 3.1), lambda = 1")
     axes.legend(fontsize=8, loc="lower left")
-    _canvas(figure, out_dir / "fig1_sin_outlier.png")
+    save(figure, out_dir / "fig1_sin_outlier.png")
     return rows
 
 
@@ -201,61 +245,55 @@ def sin_figure(out_dir: Path, budget: Budget) -> list[dict]:
 
 
 def log_figure(out_dir: Path, budget: Budget) -> list[dict]:
-    """Fig. 2: log(x) with growing noise (Eq. 3.2) and a data gap, monotone (lambda=1) vs unconstrained."""
-    grid = torch.linspace(*LOG_RANGE, 1000).unsqueeze(1)
+    """Fig. 2: log(x) with growing noise (Eq. 3.2) and a data gap, monotone (lambda=1) vs unconstrained.
+
+    One row of panels per gap (extrapolation, interpolation), one column per noise realisation.
+    """
+    grid = torch.linspace(*LOG_RANGE, GRID_POINTS).unsqueeze(1)
     truth = torch.log(grid).flatten()
     kinds = {
-        "monotone": (lambda: MonotonicMLP(1, [1], HIDDEN, lipschitz=LAMBDA), LAMBDA, "tab:blue"),
-        "unconstrained": (lambda: LipschitzMLP(1, 1, HIDDEN, lipschitz=UNCONSTRAINED), None, "tab:orange"),
+        "monotone": (lambda: MonotonicMLP(1, [1], HIDDEN, lipschitz=LAMBDA), LAMBDA, "tab:blue", 3),
+        "unconstrained": (lambda: LipschitzMLP(1, 1, HIDDEN, lipschitz=UNCONSTRAINED), None, "tab:orange", 2),
     }
-    cases = [(scenario, realisation) for scenario in LOG_GAPS for realisation in range(budget.realisations)]
-    data = {case: noisy_log(seed=case[1], low=LOG_RANGE[0], high=LOG_RANGE[1], gap=LOG_GAPS[case[0]]) for case in cases}
-    figure = Figure(figsize=(3.2 * budget.realisations, 6.4))
+    samples = {
+        (scenario, noise): noisy_log(seed=noise, low=LOG_RANGE[0], high=LOG_RANGE[1], gap=gap)
+        for scenario, gap in LOG_GAPS.items()
+        for noise in range(budget.realisations)
+    }
+    data = [sample for sample in samples.values() for _ in range(budget.seeds)]
+    figure = Figure(figsize=(3.2 * budget.realisations + 0.4, 6.4))
     panels = figure.subplots(len(LOG_GAPS), budget.realisations, squeeze=False, sharey=True)
     rows = []
-    for name, (build, constant, color) in kinds.items():
-        models = seeded(build, range(budget.seeds)) * len(cases)
-        models = [copy.deepcopy(model) for model in models]
-        runs = [(case, seed) for case in cases for seed in range(budget.seeds)]
-        train_together(models, [data[case] for case, _ in runs], budget.steps)
-        for scenario, gap in LOG_GAPS.items():
-            mine = [(model, case) for model, (case, _) in zip(models, runs) if case[0] == scenario]
-            if constant is None:
-                for model, _ in mine:
-                    _check_unconstrained(model)
-            curves = torch.stack([predict(model, grid) for model, _ in mine])
-            reports = [check_monotonic(model, grid, [1]) for model, _ in mine]
-            in_gap = (grid.flatten() >= gap[0]) & (grid.flatten() <= gap[1])
-            for realisation in range(budget.realisations):
-                axes = panels[list(LOG_GAPS).index(scenario), realisation]
-                _draw_runs(axes, grid, curves[realisation * budget.seeds:(realisation + 1) * budget.seeds], color, name)
-            rows.append({
-                "figure": f"2 log, {scenario}",
-                "model": name,
-                "runs": len(mine),
-                "lambda": constant if constant else "none",
-                "lambda (paper)": constant if constant else "none",
-                "max slope": float(torch.stack([slopes(curve, grid) for curve in curves]).max()),
-                "sound bound": max(lipschitz_bound(model) for model, _ in mine),
+    for name, (build, constant, color, zorder) in kinds.items():
+        runs = train_kind(build, constant, data, budget.seeds, budget.steps, grid)
+        per_scenario = len(runs.models) // len(LOG_GAPS)
+        for row, (scenario, gap) in enumerate(LOG_GAPS.items()):
+            part = slice(row * per_scenario, (row + 1) * per_scenario)
+            mine = Runs(runs.models[part], runs.data[part], runs.curves[part])
+            for noise in range(budget.realisations):
+                seeds = mine.curves[noise * budget.seeds:(noise + 1) * budget.seeds]
+                draw_runs(panels[row, noise], grid, seeds, color, name, zorder)
+            reports = [check_monotonic(model, grid, [1]) for model in mine.models]
+            inside = (grid.flatten() >= gap[0]) & (grid.flatten() <= gap[1])
+            rows.append(summary(f"2 log, {scenario}", name, mine, constant, float(slopes(mine.curves, grid).max()), {
                 "true slope": float(slopes(truth, grid).max()),
                 "true slope (paper)": "1/x (max 1)",
                 "violations": sum(report.violations for report in reports),
                 "non-monotone runs": sum(not report.ok for report in reports),
-                "mse vs truth": _mean_mse(curves, truth),
-                "mse in gap": _mean_mse(curves[:, in_gap], truth[in_gap]),
-                "train mse": _train_mse([m for m, _ in mine], [data[case] for _, case in mine]),
-            })
-    for (scenario, realisation), (x, y) in data.items():
-        axes = panels[list(LOG_GAPS).index(scenario), realisation]
+                "mse vs truth": mse(mine.curves, truth.expand_as(mine.curves)),
+                "mse in gap": mse(mine.curves[:, inside], truth[inside].expand_as(mine.curves[:, inside])),
+            }))
+    for (scenario, noise), (x, y) in samples.items():
+        axes = panels[list(LOG_GAPS).index(scenario), noise]
         axes.axvspan(*LOG_GAPS[scenario], color="grey", alpha=0.2, label=f"{scenario} gap")
-        axes.plot(grid.flatten(), truth, "k--", linewidth=1, label="log x (truth)")
-        axes.scatter(x.flatten(), y.flatten(), s=8, color="tab:purple", zorder=3, label="data")
-        axes.set(title=f"{scenario}, noise seed {realisation}", xlabel="x")
-    panels[0, 0].legend(fontsize=7, loc="lower right")
-    panels[1, 0].legend(fontsize=7, loc="lower right")
+        axes.plot(grid.flatten(), truth, "k--", linewidth=1, label="log x (truth)", zorder=4)
+        axes.scatter(x.flatten(), y.flatten(), s=8, color="tab:purple", zorder=5, label="data")
+        axes.set(title=f"{scenario}, noise seed {noise}", xlabel="x")
+    for axes in panels[:, 0]:
+        axes.legend(fontsize=7, loc="lower right")
     figure.suptitle(f"Fig. 2: monotone (lambda = 1) vs unconstrained fits of Eq. 3.2, {budget.seeds} seeds each")
     figure.tight_layout()
-    _canvas(figure, out_dir / "fig2_log_monotone.png")
+    save(figure, out_dir / "fig2_log_monotone.png")
     return rows
 
 
@@ -263,52 +301,44 @@ def log_figure(out_dir: Path, budget: Budget) -> list[dict]:
 
 
 def smallest_exact_constant(x: torch.Tensor, y: torch.Tensor) -> float:
-    """max |y_i - y_j| / ||x_i - x_j||_1: the smallest l1 constant of any function through all points.
+    """max |y_i - y_j| / ||x_i - x_j||_1: the smallest l1 Lipschitz constant of any function through the data.
 
-    (McShane's extension attains it, so a lambda below it cannot reach zero loss.)
+    McShane's extension attains it, so a network needs at least this constant to reach zero loss.
     """
     distance = torch.cdist(x.double(), x.double(), p=1)
     change = (y.double() - y.double().T).abs()
-    off = distance > 0
-    return float((change[off] / distance[off]).max())
+    apart = distance > 0
+    return float((change[apart] / distance[apart]).max())
 
 
 def circle_figure(out_dir: Path, budget: Budget) -> list[dict]:
     """Fig. 3: a Lipschitz network regresses labels 0 / 0.5 / 1 on three oscillating circles (Eq. 3.3)."""
     x, y = oscillating_circles(**CIRCLE)
-    (model,) = seeded(lambda: LipschitzMLP(2, 1, (64, 64, 64), lipschitz=CIRCLE_LAMBDA), [0])
-    train_together([model], [(x, y)], budget.circle_steps)
     edge = CIRCLE["r"] + CIRCLE["spacing"] + CIRCLE["alpha"] + 0.6
     axis = torch.linspace(-edge, edge, 300)
-    mesh = torch.stack(torch.meshgrid(axis, axis, indexing="xy"), dim=-1)
-    values = predict(model, mesh.reshape(-1, 2)).reshape(len(axis), len(axis))
+    grid = torch.stack(torch.meshgrid(axis, axis, indexing="xy"), dim=-1).reshape(-1, 2)
+    build = lambda: LipschitzMLP(2, 1, HIDDEN, lipschitz=CIRCLE_LAMBDA)  # noqa: E731
+    runs = train_kind(build, CIRCLE_LAMBDA, [(x, y)], 1, budget.circle_steps, grid)
+    values = runs.curves[0].reshape(len(axis), len(axis))
+    # Steps along one axis have l1 length `step`, so these difference quotients bound the l1 constant from below.
     step = float(axis[1] - axis[0])
     measured = max(float(values.diff(dim=0).abs().max()), float(values.diff(dim=1).abs().max())) / step
-    needed = smallest_exact_constant(x, y)
 
-    figure = Figure(figsize=(5.6, 5))
+    figure = Figure(figsize=(6, 5))
     axes = figure.add_subplot()
-    image = axes.pcolormesh(axis, axis, values, cmap="viridis", shading="auto")
-    figure.colorbar(image, ax=axes, label="network output")
+    image = axes.pcolormesh(axis, axis, values, cmap="viridis", shading="auto", vmin=-0.1, vmax=1.5)
+    figure.colorbar(image, ax=axes, label="network output (clipped at 1.5)")
     lines = axes.contour(axis, axis, values, levels=[0.5, 1.0], colors=["red", "purple"], linewidths=1.5)
     axes.clabel(lines, fontsize=8)
-    axes.scatter(x[:, 0], x[:, 1], s=4, color="tab:blue", label="data: inner 0, middle 0.5, outer 1")
-    axes.set(aspect="equal", title=f"Fig. 3: Eq. 3.3, r=1.5, alpha=0.18, omega={CIRCLE['omega']:g}, lambda={CIRCLE_LAMBDA:g}")
+    axes.scatter(x[:, 0], x[:, 1], s=4, color="tab:blue", zorder=3, label="data: inner 0, middle 0.5, outer 1")
+    axes.set(aspect="equal", title=f"Fig. 3: Eq. 3.3, omega={CIRCLE['omega']:g}, lambda={CIRCLE_LAMBDA:g}")
     axes.legend(fontsize=7, loc="upper right")
-    _canvas(figure, out_dir / "fig3_circle.png")
-    return [{
-        "figure": "3 oscillating circle",
-        "model": "Lipschitz",
-        "runs": 1,
-        "lambda": CIRCLE_LAMBDA,
+    save(figure, out_dir / "fig3_circle.png")
+    return [summary("3 oscillating circle", "Lipschitz", runs, CIRCLE_LAMBDA, measured, {
         "lambda (paper)": "not given",
-        "max slope": measured,
-        "sound bound": lipschitz_bound(model),
-        "true slope": needed,
-        "true slope (paper)": "",
+        "true slope": smallest_exact_constant(x, y),
         "violations": "n/a",
-        "train mse": _train_mse([model], [(x, y)]),
         "train mse (paper)": "0 (zero loss)",
         "setting": f"r={CIRCLE['r']}, alpha={CIRCLE['alpha']}, omega={CIRCLE['omega']:g}, spacing={CIRCLE['spacing']}",
         "setting (paper)": "r=1.5, alpha=0.18, omega not given",
-    }]
+    })]

@@ -28,9 +28,22 @@ class ConstrainedWeight(nn.Module):
 
     @torch.no_grad()
     def project_(self) -> None:
-        """Move the stored weight back into the feasible set; call after each optimizer step."""
+        """Move the stored weight back into the feasible set; call after each optimizer step.
+
+        In eval mode the constraint's `refine` follows (Orthogonal: Björck to convergence).
+        """
         if self.mode == "project":
             self.weight.copy_(self.constraint.project(self.weight))
+            if not self.training:
+                self.weight.copy_(self.constraint.refine(self.weight))
+
+    def train(self, mode: bool = True):
+        """Switch train/eval mode; entering eval refines a mode="project" weight (see `project_`)."""
+        super().train(mode)
+        if self.mode == "project" and not mode:
+            with torch.no_grad():
+                self.weight.copy_(self.constraint.refine(self.weight))
+        return self
 
     def weight_constraint(self) -> WeightConstraint:
         """The parametrization or projection that bounds this layer's weight."""

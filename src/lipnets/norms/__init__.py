@@ -8,9 +8,18 @@ from .dense import (
     layer_operator_norm,
     operator_norm,
 )
+from .conv import aol_scale, circular_conv_norm, conv_gram_bound, conv_norm_bound, conv_symbol, kernel_gram, rko_bound, rko_factor
 from .vector import VECTOR_NORMS, as_vector_norm, conversion_factor, dual, order
 
 __all__ = [
+    "aol_scale",
+    "circular_conv_norm",
+    "conv_gram_bound",
+    "conv_norm_bound",
+    "conv_symbol",
+    "kernel_gram",
+    "rko_bound",
+    "rko_factor",
     "LAYER_NORMS",
     "VECTOR_NORMS",
     "as_layer_norm",

@@ -1,0 +1,183 @@
+"""Certified l2 accuracy on scikit-learn's load_digits: lipnets against deel-torchlip in the same budget.
+
+Both models are 64 -> h -> h -> 10 networks with GroupSort2 activations, trained with Adam on the same
+mini-batches for the same wall-clock budget. lipnets uses orthogonal (Björck) layers and the multiclass
+hinge loss; deel-torchlip uses SpectralLinear layers and its HKRMulticlassLoss. The deel model is certified
+twice: with its declared constant (k_coef_lip = 1, radius = margin / sqrt 2) and soundly with
+lipnets.certified_radius on a copy whose layers report the exact largest singular value of their weights.
+PGD at 0.999 x every radius checks each certificate on the test points.
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/certify.py            # about 2.5 minutes on 2 cores
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/certify.py --quick    # a 20-second smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+from deel import torchlip
+from sklearn.datasets import load_digits
+from sklearn.model_selection import train_test_split
+from torch import nn
+
+import lipnets
+from lipnets.attacks import pgd
+from lipnets.certify import certified_radius, predicted_labels
+from lipnets.losses import HKRLoss, MulticlassHingeLoss
+from lipnets.norms import operator_norm
+from lipnets.reporting import format_table
+
+EPS = (0.1, 0.25, 0.5, 1.0)
+RESULTS = Path(__file__).parent / "results" / "certify.md"
+
+
+def digits(seed: int) -> tuple[torch.Tensor, ...]:
+    """load_digits scaled to [0, 1], split 70/30 with stratification."""
+    data = load_digits()
+    x_train, x_test, y_train, y_test = train_test_split(
+        data.data / 16.0, data.target, test_size=0.3, random_state=seed, stratify=data.target
+    )
+    as_x = lambda a: torch.tensor(a, dtype=torch.float32)  # noqa: E731
+    return as_x(x_train), torch.tensor(y_train), as_x(x_test), torch.tensor(y_test)
+
+
+def train_for(model: nn.Module, loss, x: torch.Tensor, y: torch.Tensor, args: argparse.Namespace) -> tuple[int, float]:
+    """Adam on shuffled mini-batches until `args.budget` seconds have passed; returns (epochs, seconds)."""
+    torch.manual_seed(args.seed)
+    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
+    model.train()
+    start, epochs = time.perf_counter(), 0
+    while time.perf_counter() - start < args.budget:
+        for batch in torch.randperm(len(x)).split(args.batch_size):
+            optimizer.zero_grad()
+            loss(model(x[batch]), y[batch]).backward()
+            optimizer.step()
+            lipnets.project_(model)
+        epochs += 1
+    seconds = time.perf_counter() - start
+    model.eval()
+    return epochs, seconds
+
+
+def lipnets_model(hidden: int, mode: str) -> nn.Module:
+    return lipnets.LipschitzMLP(64, 10, hidden=(hidden, hidden), input_norm="2", hidden_norm="orthogonal", mode=mode)
+
+
+def deel_model(hidden: int) -> nn.Module:
+    return torchlip.Sequential(
+        torchlip.SpectralLinear(64, hidden), torchlip.GroupSort2(),
+        torchlip.SpectralLinear(hidden, hidden), torchlip.GroupSort2(),
+        torchlip.SpectralLinear(hidden, 10),
+    )
+
+
+class MeasuredLinear(nn.Linear):
+    """A frozen dense layer that reports the exact largest singular value of its weight (the bound protocol)."""
+
+    input_norm = "2"
+    output_norm = "2"
+
+    def lipschitz_bound(self, input_shape: tuple[int, ...] | None = None) -> float:
+        return operator_norm(self.weight, "2", "2")
+
+
+def measured_copy(model: nn.Module) -> nn.Sequential:
+    """deel's vanilla export rebuilt from MeasuredLinear and lipnets.GroupSort(2): certifiable by lipnets."""
+    layers = []
+    for layer in model.vanilla_export():
+        if isinstance(layer, nn.Linear):
+            copy = MeasuredLinear(layer.in_features, layer.out_features)
+            copy.load_state_dict(layer.state_dict())
+            layers.append(copy)
+        else:
+            layers.append(lipnets.GroupSort(2))
+    return nn.Sequential(*layers).eval()
+
+
+def declared_radius(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """deel's own certificate: top-1 margin / (sqrt 2 k_coef_lip), with its declared k_coef_lip = 1."""
+    with torch.no_grad():
+        top2 = model(x).double().topk(2, dim=1).values
+    return (top2[:, 0] - top2[:, 1]) / (math.sqrt(2.0) * 1.0)
+
+
+def evaluate(name: str, model: nn.Module, radius: torch.Tensor, x: torch.Tensor, y: torch.Tensor, extra: dict, args) -> dict:
+    """Clean and certified accuracy at EPS, and PGD at 0.999 x the radius (flips must be 0)."""
+    with torch.no_grad():
+        prediction = predicted_labels(model(x))
+    correct = prediction == y
+    row = {"model / certificate": name, **extra, "clean": float(correct.double().mean())}
+    for eps in EPS:
+        row[f"eps={eps:g}"] = float((correct & (radius > eps)).double().mean())
+    adversarial = pgd(model, x, prediction, 0.999 * radius.to(x.dtype), "2", steps=args.attack_steps, restarts=2)
+    with torch.no_grad():
+        row["PGD flips inside"] = int((predicted_labels(model(adversarial)) != prediction).sum())
+    return row
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--budget", type=float, default=60.0, help="training seconds per model (default 60)")
+    parser.add_argument("--hidden", type=int, default=128, help="hidden width of both models (default 128)")
+    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--margin", type=float, default=1.5, help="lipnets multiclass hinge margin (default 1.5)")
+    parser.add_argument("--loss", choices=("hinge", "hkr"), default="hinge", help="lipnets loss (default hinge)")
+    parser.add_argument("--alpha", type=float, default=50.0, help="lipnets HKRLoss alpha (default 50)")
+    parser.add_argument("--mode", choices=("reparam", "project"), default="reparam", help="lipnets constraint mode")
+    parser.add_argument("--deel-alpha", type=float, default=0.98, help="HKRMulticlassLoss alpha in [0, 1] (default 0.98)")
+    parser.add_argument("--deel-margin", type=float, default=1.5, help="HKRMulticlassLoss min_margin (default 1.5)")
+    parser.add_argument("--attack-steps", type=int, default=30)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quick", action="store_true", help="5 s per model, for a smoke test")
+    parser.add_argument("--no-write", action="store_true", help="do not write benchmarks/results/certify.md")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.budget, args.attack_steps = 5.0, 10
+    torch.manual_seed(args.seed)
+    x_train, y_train, x_test, y_test = digits(args.seed)
+    rows = []
+
+    torch.manual_seed(args.seed)
+    ours = lipnets_model(args.hidden, args.mode)
+    loss = MulticlassHingeLoss(args.margin) if args.loss == "hinge" else HKRLoss(args.alpha, args.margin)
+    epochs, seconds = train_for(ours, loss, x_train, y_train, args)
+    common = {"epochs": epochs, "train s": round(seconds, 1)}
+    ours_l = lipnets.lipschitz_bound(ours)
+    rows.append(evaluate("lipnets, last-layer radius", ours, certified_radius(ours, x_test), x_test, y_test, {**common, "L": ours_l}, args))
+    rows.append(evaluate("lipnets, sqrt(2) L radius", ours, certified_radius(ours, x_test, method="generic"), x_test, y_test, {**common, "L": ours_l}, args))
+
+    torch.manual_seed(args.seed)
+    theirs = deel_model(args.hidden)
+    deel_loss = torchlip.HKRMulticlassLoss(alpha=args.deel_alpha, min_margin=args.deel_margin)
+    one_hot = lambda logits, labels: deel_loss(logits, nn.functional.one_hot(labels, 10).to(logits.dtype))  # noqa: E731
+    epochs, seconds = train_for(theirs, one_hot, x_train, y_train, args)
+    common = {"epochs": epochs, "train s": round(seconds, 1)}
+    measured = measured_copy(theirs)
+    with torch.no_grad():
+        gap = float((measured(x_test) - theirs(x_test)).abs().max())
+    if gap > 1e-4:
+        raise RuntimeError(f"the measured copy of the deel model differs from it by {gap:.3g}")
+    theirs_l = lipnets.lipschitz_bound(measured)
+    rows.append(evaluate("deel-torchlip, declared K=1", theirs, declared_radius(theirs, x_test), x_test, y_test, {**common, "L": 1.0}, args))
+    rows.append(evaluate("deel-torchlip, SVD + last-layer (lipnets)", measured, certified_radius(measured, x_test), x_test, y_test, {**common, "L": theirs_l}, args))
+
+    title = f"Certified l2 accuracy on load_digits test split ({len(x_test)} points), {args.budget:g} s training each"
+    table = format_table(rows, title)
+    print(table)
+    if not args.no_write and not args.quick:
+        command = "OMP_NUM_THREADS=1 .venv/bin/python benchmarks/certify.py " + " ".join(argv if argv is not None else sys.argv[1:])
+        machine = f"{platform.machine()}, {torch.get_num_threads()} torch thread(s), torch {torch.__version__}, deel-torchlip {torchlip.__version__}"
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        RESULTS.write_text(f"# certify\n\nCommand: `{command.strip()}`\n\nMachine: 2 CPU cores shared with other work; {machine}\n\n{table}\n")
+    return rows
+
+
+if __name__ == "__main__":
+    main()

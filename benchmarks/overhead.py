@@ -1,0 +1,293 @@
+"""Overhead of lipnets layers against the same architecture in plain PyTorch and other libraries.
+
+For each model it times a training step (zero_grad, forward, loss, backward, Adam step, project_) and an
+eval-mode forward under no_grad, for the plain twin (nn.Linear / nn.Conv2d and the same activation),
+every lipnets norm, the exported model (`lipnets.export.to_plain`), monotonicnetworks (`direct_norm`),
+deel-torchlip (SpectralLinear = spectral + Björck, FrobeniusLinear, SpectralConv2d) and orthogonium
+(OrthoLinear), eager and under torch.compile. Twins are timed in interleaved rounds (each round times
+every variant once with `blocked_autorange`) and the median over rounds is reported, so a burst of load
+from other processes hits all variants alike. Peak training memory is the resident state (parameters,
+gradients, optimizer state, buffers) plus the peak of live tensor allocations during one step, read from
+the allocation events of `torch.profiler(profile_memory=True)`.
+
+    OMP_NUM_THREADS=1 python benchmarks/overhead.py [--quick] [--no-compile] [--write]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils import benchmark
+
+import lipnets
+from lipnets import GroupSort, LipschitzLinear
+from lipnets.reporting import format_table
+
+RESULTS = Path(__file__).parent / "results" / "overhead.md"
+
+DENSE_MODELS = {"lhcb 4-20-20-20-1": ((4, 20, 20, 20, 1), 1024), "mnist 784-512-512-512-10": ((784, 512, 512, 512, 10), 256)}
+"""Name: (widths, batch size)."""
+
+DENSE_NORM_CHAINS = {
+    "1": ("1", "1"),
+    "inf": ("inf", "inf"),
+    "1-inf": ("1-inf", "inf"),
+    "2-inf": ("2-inf", "inf"),
+    "2": ("2", "2"),
+}
+"""lipnets variant: (first layer norm, later layers' norm), chains that compose."""
+
+
+@dataclass
+class Variant:
+    """A model factory, whether it trains (exported models only infer) and whether it is compiled."""
+
+    build: Callable[[], nn.Module]
+    trains: bool = True
+    compiled: bool = False
+
+
+def plain_mlp(widths: tuple[int, ...]) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for index in range(len(widths) - 1):
+        layers.append(nn.Linear(widths[index], widths[index + 1]))
+        if index < len(widths) - 2:
+            layers.append(GroupSort(2))
+    return nn.Sequential(*layers)
+
+
+def lipnets_mlp(widths: tuple[int, ...], first: str, rest: str, mode: str = "reparam") -> nn.Sequential:
+    model = plain_mlp(widths)
+    for index, layer in enumerate(model):
+        if isinstance(layer, nn.Linear):
+            norm = first if index == 0 else rest
+            model[index] = LipschitzLinear(layer.in_features, layer.out_features, norm=norm, mode=mode)
+    return model
+
+
+def swap_linears(model: nn.Sequential, make: Callable[[nn.Linear], nn.Module], activation: nn.Module | None = None) -> nn.Sequential:
+    for index, layer in enumerate(model):
+        if isinstance(layer, nn.Linear):
+            model[index] = make(layer)
+        elif activation is not None:
+            model[index] = activation
+    return model
+
+
+def external_dense(widths: tuple[int, ...]) -> dict[str, Variant]:
+    """The other libraries' dense layers, where they are installed."""
+    variants: dict[str, Variant] = {}
+    if importlib.util.find_spec("monotonicnetworks"):
+        from monotonicnetworks import direct_norm
+
+        for kind in ("one", "inf"):
+            variants[f"monotonicnetworks direct_norm {kind}"] = Variant(
+                lambda kind=kind: swap_linears(plain_mlp(widths), lambda layer: direct_norm(layer, kind=kind))
+            )
+    if importlib.util.find_spec("deel"):
+        from deel import torchlip
+
+        variants["deel-torchlip SpectralLinear (Björck)"] = Variant(
+            lambda: swap_linears(plain_mlp(widths), lambda layer: torchlip.SpectralLinear(layer.in_features, layer.out_features), torchlip.GroupSort2())
+        )
+        variants["deel-torchlip FrobeniusLinear"] = Variant(
+            lambda: swap_linears(plain_mlp(widths), lambda layer: torchlip.FrobeniusLinear(layer.in_features, layer.out_features), torchlip.GroupSort2())
+        )
+    if importlib.util.find_spec("orthogonium"):
+        from orthogonium.layers.linear import OrthoLinear
+
+        variants["orthogonium OrthoLinear"] = Variant(
+            lambda: swap_linears(plain_mlp(widths), lambda layer: OrthoLinear(layer.in_features, layer.out_features))
+        )
+    return variants
+
+
+def dense_variants(widths: tuple[int, ...], batch: int, compile_models: bool) -> dict[str, Variant]:
+    variants = {"plain PyTorch": Variant(lambda: plain_mlp(widths))}
+    for name, (first, rest) in DENSE_NORM_CHAINS.items():
+        variants[f"lipnets {name}"] = Variant(lambda first=first, rest=rest: lipnets_mlp(widths, first, rest))
+    variants["lipnets orthogonal reparam"] = Variant(lambda: lipnets_mlp(widths, "orthogonal", "orthogonal"))
+    variants["lipnets orthogonal project"] = Variant(lambda: lipnets_mlp(widths, "orthogonal", "orthogonal", "project"))
+    variants["lipnets inf exported"] = Variant(lambda: lipnets.export.to_plain(lipnets_mlp(widths, "inf", "inf")), trains=False)
+    variants.update(external_dense(widths))
+    if compile_models:
+        for name in ("plain PyTorch", "lipnets inf", "lipnets orthogonal project", "lipnets inf exported"):
+            variants[f"{name} (compiled)"] = Variant(variants[name].build, variants[name].trains, compiled=True)
+    return variants
+
+
+def conv_variants(compile_models: bool) -> dict[str, Variant] | None:
+    """Two 3x3 convolutions and a dense head on 3x32x32 inputs, when lipnets has convolution layers."""
+    if importlib.util.find_spec("lipnets.layers.conv") is None:
+        return None
+    from lipnets.layers.conv import LipschitzConv2d
+
+    def net(conv: Callable[[int, int], nn.Module]) -> nn.Sequential:
+        return nn.Sequential(conv(3, 32), GroupSort(2, dim=1), conv(32, 32), GroupSort(2, dim=1), nn.Flatten(), nn.Linear(32 * 32 * 32, 10))
+
+    variants = {"plain nn.Conv2d": Variant(lambda: net(lambda c_in, c_out: nn.Conv2d(c_in, c_out, 3, padding=1)))}
+    for norm in ("orthogonal", "2"):
+        variants[f"lipnets LipschitzConv2d {norm}"] = Variant(
+            lambda norm=norm: net(lambda c_in, c_out: LipschitzConv2d(c_in, c_out, 3, padding=1, norm=norm))
+        )
+    if importlib.util.find_spec("deel"):
+        from deel import torchlip
+
+        variants["deel-torchlip SpectralConv2d"] = Variant(lambda: net(lambda c_in, c_out: torchlip.SpectralConv2d(c_in, c_out, 3, padding=1)))
+    if compile_models:
+        variants["plain nn.Conv2d (compiled)"] = Variant(variants["plain nn.Conv2d"].build, compiled=True)
+    return variants
+
+
+def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, compiled: bool) -> Callable[[], None]:
+    """One optimizer step; lipnets.project_ is a no-op for models without mode="project" layers."""
+    model.train()
+    forward = torch.compile(model) if compiled else model
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    loss_fn = nn.functional.cross_entropy if y.dtype == torch.long else nn.functional.mse_loss
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        loss_fn(forward(x), y).backward()
+        optimizer.step()
+        lipnets.project_(model)
+
+    return step
+
+
+def eval_forward(model: nn.Module, x: torch.Tensor, compiled: bool) -> Callable[[], None]:
+    model.eval()
+    forward = torch.compile(model) if compiled else model
+
+    def run() -> None:
+        with torch.no_grad():
+            forward(x)
+
+    return run
+
+
+def resident_bytes(model: nn.Module, optimizer_state: dict) -> int:
+    tensors = [*model.parameters(), *model.buffers()]
+    tensors += [p.grad for p in model.parameters() if p.grad is not None]
+    tensors += [value for state in optimizer_state.values() for value in state.values() if torch.is_tensor(value)]
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def peak_training_memory(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    """MiB: resident state before a step plus the peak of live allocations during it (eager)."""
+    model.train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    loss_fn = nn.functional.cross_entropy if y.dtype == torch.long else nn.functional.mse_loss
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=False)
+        loss_fn(model(x), y).backward()
+        optimizer.step()
+        lipnets.project_(model)
+
+    step()  # gradients and optimizer state now exist
+    resident = resident_bytes(model, optimizer.state)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as profiler:
+        step()
+    events = sorted(  # each op's own allocations minus frees, and the frees outside ops ("[memory]")
+        (event.time_range.start, event.self_cpu_memory_usage) for event in profiler.events() if event.self_cpu_memory_usage
+    )
+    live = peak = 0
+    for _, change in events:
+        live += change
+        peak = max(peak, live)
+    return (resident + peak) / 2**20
+
+
+def time_variants(variants: dict[str, Variant], inputs: tuple[torch.Tensor, torch.Tensor], rounds: int, min_time: float) -> list[dict]:
+    x, y = inputs
+    calls: dict[tuple[str, str], Callable[[], None]] = {}
+    memory: dict[str, float] = {}
+    for name, variant in variants.items():
+        torch.manual_seed(0)
+        if variant.trains:
+            calls[name, "train"] = train_step(variant.build(), x, y, variant.compiled)
+            if not variant.compiled:
+                memory[name] = peak_training_memory(variant.build(), x, y)
+        calls[name, "eval"] = eval_forward(variant.build(), x, variant.compiled)
+    for key, call in calls.items():  # warm-up, and compilation for compiled variants
+        start = time.perf_counter()
+        call(), call()
+        if variants[key[0]].compiled:
+            print(f"  compiled {key[0]} {key[1]} in {time.perf_counter() - start:.0f} s", file=sys.stderr)
+    medians: dict[tuple[str, str], list[float]] = {key: [] for key in calls}
+    for _ in range(rounds):
+        for key, call in calls.items():
+            timer = benchmark.Timer("call()", globals={"call": call}, num_threads=torch.get_num_threads())
+            medians[key].append(timer.blocked_autorange(min_run_time=min_time).median)
+    timing = {key: statistics.median(values) for key, values in medians.items()}
+    base = next(iter(variants))
+    rows = []
+    for name, variant in variants.items():
+        train = timing.get((name, "train"))
+        plain_train = timing[base, "train"] if not variant.compiled else timing.get((f"{base} (compiled)", "train"), timing[base, "train"])
+        plain_eval = timing[base, "eval"] if not variant.compiled else timing.get((f"{base} (compiled)", "eval"), timing[base, "eval"])
+        rows.append(
+            {
+                "variant": name,
+                "train step ms": f"{1e3 * train:.3g}" if train else "-",
+                "train ratio": f"{train / plain_train:.2f}x" if train else "-",
+                "eval ms": f"{1e3 * timing[name, 'eval']:.3g}",
+                "eval ratio": f"{timing[name, 'eval'] / plain_eval:.2f}x",
+                "peak train MiB": f"{memory[name]:.3g}" if name in memory else "-",
+                "memory ratio": f"{memory[name] / memory[base]:.2f}x" if name in memory else "-",
+            }
+        )
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer rounds and shorter timings, for a smoke run")
+    parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile variants")
+    parser.add_argument("--write", action="store_true", help=f"write the tables to {RESULTS}")
+    args = parser.parse_args(argv)
+    rounds, min_time = (2, 0.05) if args.quick else (5, 0.3)
+    compile_models = not args.no_compile
+    torch.manual_seed(0)
+    sections = []
+    for title, (widths, batch) in DENSE_MODELS.items():
+        x = torch.randn(batch, widths[0])
+        y = torch.randint(0, widths[-1], (batch,)) if widths[-1] > 1 else torch.randn(batch, 1)
+        rows = time_variants(dense_variants(widths, batch, compile_models), (x, y), rounds, min_time)
+        sections.append(format_table(rows, f"{title}, batch {batch}"))
+        print(sections[-1] + "\n", flush=True)
+    conv = conv_variants(compile_models)
+    if conv is not None:
+        x, y = torch.randn(64, 3, 32, 32), torch.randint(0, 10, (64,))
+        sections.append(format_table(time_variants(conv, (x, y), rounds, min_time), "conv 3-32-32 3x3, 32x32 images, batch 64"))
+        print(sections[-1] + "\n", flush=True)
+    if args.write:
+        command = "OMP_NUM_THREADS=1 .venv/bin/python benchmarks/overhead.py " + " ".join(argv if argv is not None else sys.argv[1:])
+        header = [
+            "# Overhead against plain PyTorch",
+            "",
+            f"Command: `{command.strip()}`",
+            "",
+            f"Machine: {platform.machine()}, {torch.get_num_threads()} torch thread(s), 2 CPU cores shared with other work; "
+            f"torch {torch.__version__}. Medians over {rounds} interleaved rounds; ratios are to the plain twin "
+            "(compiled variants to the compiled plain twin). Peak memory: resident state plus the peak of live "
+            "allocations during one eager training step (allocation and free events of torch.profiler, at op granularity).",
+            "",
+        ]
+        RESULTS.write_text("\n".join(header) + "\n\n".join(sections) + "\n")
+        print(f"wrote {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()

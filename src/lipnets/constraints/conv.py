@@ -1,0 +1,128 @@
+"""Constraints on convolution kernels: spectral normalisation, reshaped-kernel orthogonality (RKO), AOL.
+
+Each is a `WeightConstraint` on a kernel of shape (out, in, k_1[, k_2]). The layer reports the sound
+bound of the resulting kernel (lipnets.norms.conv); the constraint only has to drive it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from ..norms.conv import aol_scale, conv_gram_bound, conv_symbol, rko_factor
+from .base import WeightConstraint
+from .orthogonal import Orthogonal
+
+POWER_GRID = 32
+"""Grid size per dimension of the circular convolution that power iteration runs on (rounded up to
+a multiple of the stride). Its norm approaches the supremum over frequencies, which bounds the
+convolution on every input size, so one grid serves every input."""
+
+
+class ConvSpectralNorm(WeightConstraint):
+    """K / max(1, sigma / lambda), sigma from power iteration on the strided circular convolution.
+
+    The singular vector is a persistent buffer advanced once per training forward (Miyato et al.),
+    in the DFT domain of a POWER_GRID grid (`conv_symbol`). Power iteration approaches sigma from
+    below, so it only drives training: the layer reports the exact bound of the result. `project`
+    divides by the Gram-iteration bound (Delattre et al. 2024), which never underestimates.
+    """
+
+    def __init__(
+        self,
+        lipschitz: float,
+        in_channels: int,
+        stride: Sequence[int],
+        *,
+        power_iterations: int = 1,
+        gram_iterations: int = 4,
+    ) -> None:
+        super().__init__(lipschitz)
+        self.grid = tuple(s * -(-POWER_GRID // s) for s in stride)
+        self.stride = tuple(stride)
+        self.power_iterations = int(power_iterations)
+        self.gram_iterations = int(gram_iterations)
+        frequencies = 1
+        for axis, (n, s) in enumerate(zip(self.grid, self.stride)):
+            reduced = n // s
+            frequencies *= reduced // 2 + 1 if axis == len(self.grid) - 1 else reduced
+        width = in_channels
+        for s in self.stride:
+            width *= s
+        self.register_buffer("u", torch.randn(frequencies, width, 2))
+
+    @torch.no_grad()
+    def _iterate(self, symbol: torch.Tensor, steps: int) -> None:
+        u = torch.view_as_complex(self.u.to(symbol.real.dtype))
+        for _ in range(steps):
+            u = (symbol.mH @ (symbol @ u.unsqueeze(-1))).squeeze(-1)
+            u = u / torch.linalg.vector_norm(u).clamp(min=torch.finfo(u.real.dtype).tiny)
+        self.u.copy_(torch.view_as_real(u).to(self.u.dtype))
+
+    def sigma(self, weight: torch.Tensor, steps: int | None = None) -> torch.Tensor:
+        """The power-iteration estimate of the norm (differentiable in the weight, the vector held fixed).
+
+        The vector advances only in training with gradients enabled, so bounds and evaluation are pure.
+        """
+        symbol = conv_symbol(weight, self.grid, self.stride)
+        if steps is None:
+            steps = self.power_iterations if self.training and torch.is_grad_enabled() else 0
+        if steps:
+            self._iterate(symbol.detach(), steps)
+        u = torch.view_as_complex(self.u.to(weight.dtype)).unsqueeze(-1)
+        return torch.linalg.vector_norm(symbol @ u)
+
+    def warm_up(self, weight: torch.Tensor, steps: int = 30) -> None:
+        """Converge the singular vector for a fresh weight, so the first step is already normalised."""
+        self.sigma(weight.detach(), steps)
+
+    def normalize(self, weight: torch.Tensor) -> torch.Tensor:
+        return weight / torch.clamp(self.sigma(weight) / self.lipschitz, min=1.0)
+
+    def project(self, weight: torch.Tensor) -> torch.Tensor:
+        bound = conv_gram_bound(weight.to(torch.float64), self.gram_iterations).to(weight.dtype)
+        return weight / torch.clamp(bound / self.lipschitz, min=1.0)
+
+    def extra_repr(self) -> str:
+        return f"lipschitz={self.lipschitz:g}, power_iterations={self.power_iterations}, grid={self.grid}"
+
+
+class ReshapedKernelOrthogonal(WeightConstraint):
+    """RKO: the kernel reshaped to c_out x (c_in k_1 k_2) made orthogonal by Björck, divided by sqrt(prod ceil(k/s)).
+
+    The stride correction makes the convolution lambda-Lipschitz for zero padding on every input
+    (FORMULAS.md, RKO; thesis 003, Section 2.3.3). Reuses the dense `Orthogonal` constraint.
+    """
+
+    def __init__(self, lipschitz: float, kernel_size: Sequence[int], stride: Sequence[int], *, iterations: int = 15) -> None:
+        super().__init__(lipschitz)
+        self.factor = rko_factor(kernel_size, stride)
+        self.orthogonal = Orthogonal(self.lipschitz / self.factor, iterations=iterations)
+
+    @staticmethod
+    def _on_matrix(method, weight: torch.Tensor) -> torch.Tensor:
+        return method(weight.reshape(weight.shape[0], -1)).reshape(weight.shape)
+
+    def normalize(self, weight: torch.Tensor) -> torch.Tensor:
+        return self._on_matrix(self.orthogonal.normalize, weight)
+
+    def project(self, weight: torch.Tensor) -> torch.Tensor:
+        return self._on_matrix(self.orthogonal.project, weight)
+
+    def refine(self, weight: torch.Tensor) -> torch.Tensor:
+        return self._on_matrix(self.orthogonal.refine, weight)
+
+    def extra_repr(self) -> str:
+        return f"lipschitz={self.lipschitz:g}, stride_factor={self.factor:g}, iterations={self.orthogonal.iterations}"
+
+
+class ConvAOL(WeightConstraint):
+    """AOL (Prach & Lampert 2022): lambda K diag(d), d_i = (sum_j,b |K^T K|_ij[b])^(-1/2); no iteration.
+
+    1-Lipschitz (times lambda) by construction for zero padding, any stride and input size.
+    """
+
+    def normalize(self, weight: torch.Tensor) -> torch.Tensor:
+        scale = aol_scale(weight).reshape(1, -1, *([1] * (weight.dim() - 2)))
+        return self.lipschitz * weight * scale

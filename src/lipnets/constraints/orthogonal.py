@@ -1,0 +1,145 @@
+"""The orthogonal constraint: lambda times the orthogonal polar factor of W, by Björck iterations.
+
+Björck's step A <- A (1.5 I - 0.5 AᵀA) maps each singular value by f(s) = 1.5 s - 0.5 s³, which sends
+[0, 2] into [-1, 1] and [0, √3] into [0, 1], with f(1) = 1 its maximum (thesis 003, ch. 2; FORMULAS.md).
+So once a start has sigma_max <= √1.5 every iterate has sigma_max <= 1 (in exact arithmetic), and the
+scale of the start is chosen from a provable upper bound on lambda_max(AᵀA), never from an estimate.
+
+Three uses, three costs:
+
+- `normalize` (mode="reparam", training): a fixed number of differentiable iterations from W, so the
+  graph is static (torch.compile, no host synchronisation).
+- `project` (mode="project", after each optimizer step): the stored weight is already lambda times an
+  orthogonal matrix moved by one optimizer step, so a warm start needs `step_iterations` iterations
+  (default 1, two matrix products) to return to sigma_max <= lambda and close to orthogonal.
+- `refine` (eval mode and export): warm-started iterations until the predicted orthogonality error
+  ||QᵀQ - I||_2 is below `tol`.
+
+Whatever the iterate, the certificate comes from the final weight: `LipschitzLinear.lipschitz_bound`
+takes an SVD of the effective weight, so an unconverged orthogonaliser can never inflate it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .base import WeightConstraint
+
+START_CAP = 1.5
+"""lambda_max(AᵀA) of a start is scaled to at most this, so sigma_max <= √1.5 and f(sigma) >= 0.92."""
+
+MAX_ITERATIONS = 60
+"""Cap of the convergence loop: from a singular value of 1e-10 Björck needs about 57 iterations."""
+
+
+def _gram(a: torch.Tensor) -> torch.Tensor:
+    return a.mT @ a
+
+
+def _bjorck_step(a: torch.Tensor, gram: torch.Tensor) -> torch.Tensor:
+    """A (1.5 I - 0.5 G) with G = AᵀA, fused into one matrix product for plain matrices."""
+    if a.dim() == 2:
+        return torch.addmm(a, a, gram, beta=1.5, alpha=-0.5)
+    return 1.5 * a - 0.5 * (a @ gram)
+
+
+def _distance_to_identity(gram: torch.Tensor) -> torch.Tensor:
+    """||G - I||_F: an upper bound on max_i |sigma_i(A)² - 1| for G = AᵀA."""
+    eye = torch.eye(gram.shape[-1], dtype=gram.dtype, device=gram.device)
+    return torch.linalg.matrix_norm(gram - eye)
+
+
+def _safe_start(a: torch.Tensor, gram: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scale A (and G) so that lambda_max(AᵀA) <= START_CAP, from two provable bounds on lambda_max(G).
+
+    lambda_max(G) <= 1 + ||G - I||_2 <= 1 + ||G - I||_F (tight near an orthogonal matrix: a warm start
+    is not shrunk) and lambda_max(G) <= ||G||_inf (the max absolute row sum; tight for a cold start).
+    Branch-free, so it compiles and never synchronises with the host.
+    """
+    bound = torch.minimum(1.0 + _distance_to_identity(gram), gram.abs().sum(dim=-1).amax(dim=-1))
+    factor = torch.clamp(bound / START_CAP, min=1.0)
+    factor = factor[..., None, None]
+    return a * factor.rsqrt(), gram / factor
+
+
+def _tall(weight: torch.Tensor) -> tuple[torch.Tensor, bool]:
+    """The orientation with more rows than columns, so that the Gram matrix is the smaller one."""
+    wide = weight.shape[-2] < weight.shape[-1]
+    return (weight.mT if wide else weight), wide
+
+
+def bjorck(weight: torch.Tensor, iterations: int) -> torch.Tensor:
+    """`iterations` (>= 1) Björck steps from a provably scaled start: every singular value ends in [0, 1]."""
+    a, wide = _tall(weight)
+    a, gram = _safe_start(a, _gram(a))
+    for index in range(iterations):
+        if index:
+            gram = _gram(a)
+        a = _bjorck_step(a, gram)
+    return a.mT if wide else a
+
+
+@torch.no_grad()
+def bjorck_converged(weight: torch.Tensor, tol: float | None = None) -> torch.Tensor:
+    """Björck steps until ||QᵀQ - I||_2 <= tol, at most MAX_ITERATIONS; always at least one step.
+
+    With e = ||AᵀA - I||_F before a step and A unscaled, every eps = sigma² - 1 lies in [-e, e] and the
+    step maps it to -0.75 eps² + 0.25 eps³, so the error after the step is at most 0.75 e² + 0.25 e³:
+    the loop stops on that prediction without paying for another Gram matrix.
+    """
+    a, wide = _tall(weight)
+    if tol is None:
+        tol = default_tol(a)
+    a, gram = _safe_start(a, _gram(a))
+    for index in range(MAX_ITERATIONS):
+        if index:
+            gram = _gram(a)
+        error = float(_distance_to_identity(gram).max())
+        a = _bjorck_step(a, gram)
+        if 0.75 * error**2 + 0.25 * error**3 <= tol:
+            break
+    return a.mT if wide else a
+
+
+def default_tol(weight: torch.Tensor) -> float:
+    """8 sqrt(n) eps: a few roundings of a length-n dot product, the floor Björck can reach."""
+    return 8.0 * math.sqrt(min(weight.shape[-2:])) * torch.finfo(weight.dtype).eps
+
+
+class Orthogonal(WeightConstraint):
+    """lambda times the orthogonal polar factor of W (all singular values lambda; gradient norm preserving).
+
+    iterations: differentiable Björck iterations of `normalize` (mode="reparam"). step_iterations:
+    warm-started iterations of `project` after each optimizer step (mode="project", the fast path).
+    tol: bound on ||QᵀQ - I||_2 at which `refine` (eval mode, export) stops; default 8 sqrt(n) eps.
+    """
+
+    def __init__(
+        self, lipschitz: float = 1.0, *, iterations: int = 15, step_iterations: int = 1, tol: float | None = None
+    ) -> None:
+        super().__init__(lipschitz)
+        for name, value in (("iterations", iterations), ("step_iterations", step_iterations)):
+            if int(value) != value or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if tol is not None and not (math.isfinite(tol) and tol > 0):
+            raise ValueError(f"tol must be a positive finite number or None, got {tol!r}")
+        self.iterations = int(iterations)
+        self.step_iterations = int(step_iterations)
+        self.tol = tol
+
+    def normalize(self, weight: torch.Tensor) -> torch.Tensor:
+        return self.lipschitz * bjorck(weight, self.iterations)
+
+    def project(self, weight: torch.Tensor) -> torch.Tensor:
+        return self.lipschitz * bjorck(weight / self.lipschitz, self.step_iterations)
+
+    def refine(self, weight: torch.Tensor) -> torch.Tensor:
+        return self.lipschitz * bjorck_converged(weight / self.lipschitz, self.tol)
+
+    def extra_repr(self) -> str:
+        return (
+            f"lipschitz={self.lipschitz:g}, iterations={self.iterations}, "
+            f"step_iterations={self.step_iterations}, tol={self.tol}"
+        )

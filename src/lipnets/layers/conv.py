@@ -1,0 +1,278 @@
+"""Lipschitz convolutions (spectral, RKO-orthogonal, AOL) and the SLL residual block, with proven l2 bounds.
+
+`lipschitz_bound(input_shape)` is the bound of the current kernel for inputs of that size: the exact
+norm of a circular convolution from its DFT (a restriction of it for zero padding), or the
+reshaped-kernel bound when that is smaller (lipnets.norms.conv). Power iteration never backs it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..constraints.conv import ConvAOL, ConvSpectralNorm, ReshapedKernelOrthogonal
+from ..norms.conv import PADDING_MODES, conv_norm_bound, kernel_adjoint, kernel_gram, rko_bound
+from .linear import ConstrainedWeight
+
+CONV_NORMS = ("spectral", "orthogonal", "aol")
+
+
+def check_conv_options(spatial: int, stride, padding, dilation, groups: int, padding_mode: str) -> None:
+    """Refuse convolution settings whose l2 bound lipnets cannot prove, saying what to use instead."""
+    if padding_mode in ("reflect", "replicate"):
+        raise ValueError(
+            f"padding_mode={padding_mode!r} breaks the Lipschitz bound: it copies border pixels into several "
+            "outputs, so a pixel counts more than once and the norm exceeds the zero/circular bound (an "
+            "orthogonal kernel reaches 1.57 on 5x5 inputs, FORMULAS.md). Use padding_mode='zeros' or 'circular'"
+        )
+    if padding_mode not in PADDING_MODES:
+        raise ValueError(f"unknown padding_mode {padding_mode!r}: choose 'zeros' or 'circular'")
+    for name, value, low in (("stride", stride, 1), ("padding", padding, 0), ("dilation", dilation, 1)):
+        values = (value,) * spatial if isinstance(value, int) and not isinstance(value, bool) else value
+        if isinstance(values, str) or len(tuple(values)) != spatial or any(
+            isinstance(v, bool) or not isinstance(v, int) or v < low for v in values
+        ):
+            raise ValueError(f"{name} must be an integer >= {low} or {spatial} of them, got {value!r}")
+    if any(d != 1 for d in ((dilation,) * spatial if isinstance(dilation, int) else dilation)):
+        raise ValueError(f"dilation={dilation!r} is refused: the bounds here hold for undilated kernels; use dilation=1")
+    if groups != 1:
+        raise ValueError(f"groups={groups!r} is refused: the bounds here hold for dense kernels; use groups=1")
+
+
+class _LipschitzConv(ConstrainedWeight):
+    """The bound protocol and constraint set-up shared by LipschitzConv1d and LipschitzConv2d."""
+
+    input_norm = "2"
+    output_norm = "2"
+    _plain: type[nn.Module]
+
+    def _setup_lipschitz(self, norm: str, lipschitz: float, mode: str) -> None:
+        if norm not in CONV_NORMS:
+            raise ValueError(f"unknown norm {norm!r} for a convolution: choose one of {', '.join(map(repr, CONV_NORMS))}")
+        self.norm = norm
+        if norm == "spectral":
+            constraint = ConvSpectralNorm(lipschitz, self.in_channels, self.stride)
+        elif norm == "orthogonal":
+            constraint = ReshapedKernelOrthogonal(lipschitz, self.kernel_size, self.stride)
+            with torch.no_grad():
+                nn.init.orthogonal_(self.weight.view(self.out_channels, -1))
+        else:
+            constraint = ConvAOL(lipschitz)
+        if norm == "spectral":
+            constraint.warm_up(self.weight)
+        self._setup_constraint(constraint, mode)
+
+    @property
+    def lipschitz(self) -> float:
+        """The constant this layer's constraint drives it to."""
+        return self.weight_constraint().lipschitz
+
+    def _input_size(self, input_shape: tuple[int, ...] | None) -> tuple[int, ...]:
+        spatial = len(self.kernel_size)
+        if input_shape is None:
+            raise ValueError(
+                f"the l2 bound of {type(self).__name__} depends on the input size: pass input_shape=(channels, "
+                f"{', '.join('HW'[:spatial] if spatial == 2 else 'L')}), e.g. lipnets.lipschitz_bound(model, input_shape=...)"
+            )
+        shape = tuple(int(s) for s in input_shape)
+        if len(shape) != spatial + 1 or shape[0] != self.in_channels:
+            raise ValueError(
+                f"input_shape must be (channels={self.in_channels}, {spatial} spatial sizes) without the batch "
+                f"dimension, got {tuple(input_shape)}"
+            )
+        return shape[1:]
+
+    def lipschitz_bound(self, input_shape: tuple[int, ...] | None = None) -> float:
+        """min(exact DFT bound, reshaped-kernel bound) of the current kernel for inputs of `input_shape`."""
+        size = self._input_size(input_shape)
+        with torch.no_grad():
+            weight = self.weight
+        options = (size, self.stride, self.padding, self.padding_mode)
+        return min(conv_norm_bound(weight, *options), rko_bound(weight, *options))
+
+    def _rows_never_repeat(self) -> bool:
+        """Zero padding, or circular padding of at most (k - 1) / 2: the outputs are distinct rows."""
+        return self.padding_mode == "zeros" or all(2 * p <= k - 1 for p, k in zip(self.padding, self.kernel_size))
+
+    def lipschitz_cap(self) -> float:
+        """`lipschitz` where the constraint proves it for every kernel and input size, else inf.
+
+        Spectral normalisation by power iteration proves nothing (mode="project" divides by the Gram
+        bound, which does). RKO's stride correction holds for zero padding, and for circular padding
+        only with stride 1.
+        """
+        if self.norm == "spectral" and self.mode == "reparam":
+            return math.inf
+        if self.norm == "orthogonal" and self.padding_mode == "circular" and any(s != 1 for s in self.stride):
+            return math.inf
+        return self.lipschitz if self._rows_never_repeat() else math.inf
+
+    def to_plain(self) -> nn.Module:
+        """A plain torch convolution holding the effective (normalised) kernel."""
+        plain = self._plain(
+            self.in_channels, self.out_channels, self.kernel_size, self.stride, self.padding,
+            bias=self.bias is not None, padding_mode=self.padding_mode, device=self.weight.device, dtype=self.weight.dtype,
+        )
+        with torch.no_grad():
+            plain.weight.copy_(self.weight)
+            if self.bias is not None:
+                plain.bias.copy_(self.bias)
+        return plain
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, norm={self.norm!r}, lipschitz={self.lipschitz:g}, mode={self.mode!r}"
+
+
+class LipschitzConv2d(_LipschitzConv, nn.Conv2d):
+    """nn.Conv2d whose kernel is held to an l2 bound: norm="spectral" | "orthogonal" (RKO) | "aol".
+
+    Zero and circular padding only; stride is allowed (accounted for in the bound), dilation and
+    groups are refused. `lipschitz_bound(input_shape=(C, H, W))` is proven for that input size.
+    mode="project" stores a feasible kernel that `lipnets.project_` restores after each step.
+    """
+
+    _plain = nn.Conv2d
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | Sequence[int],
+        stride: int | Sequence[int] = 1,
+        padding: int | Sequence[int] = 0,
+        *,
+        norm: str = "spectral",
+        lipschitz: float = 1.0,
+        padding_mode: str = "zeros",
+        dilation: int | Sequence[int] = 1,
+        groups: int = 1,
+        bias: bool = True,
+        mode: str = "reparam",
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        check_conv_options(2, stride, padding, dilation, groups, padding_mode)
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, bias=bias, padding_mode=padding_mode, device=device, dtype=dtype)
+        self._setup_lipschitz(norm, lipschitz, mode)
+
+
+class LipschitzConv1d(_LipschitzConv, nn.Conv1d):
+    """nn.Conv1d whose kernel is held to an l2 bound; the 1-d twin of LipschitzConv2d (input_shape=(C, L))."""
+
+    _plain = nn.Conv1d
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | Sequence[int],
+        stride: int | Sequence[int] = 1,
+        padding: int | Sequence[int] = 0,
+        *,
+        norm: str = "spectral",
+        lipschitz: float = 1.0,
+        padding_mode: str = "zeros",
+        dilation: int | Sequence[int] = 1,
+        groups: int = 1,
+        bias: bool = True,
+        mode: str = "reparam",
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        check_conv_options(1, stride, padding, dilation, groups, padding_mode)
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, bias=bias, padding_mode=padding_mode, device=device, dtype=dtype)
+        self._setup_lipschitz(norm, lipschitz, mode)
+
+
+def _pad(x: torch.Tensor, padding: int, padding_mode: str) -> torch.Tensor:
+    return F.pad(x, (padding,) * 4, mode="circular" if padding_mode == "circular" else "constant")
+
+
+class PlainSLL(nn.Module):
+    """The exported SLL block: x - conv(pad(scale * relu(conv(pad(x), K) + b)), K^T) with baked tensors."""
+
+    def __init__(self, weight: torch.Tensor, adjoint: torch.Tensor, bias: torch.Tensor, scale: torch.Tensor, padding: int, padding_mode: str) -> None:
+        super().__init__()
+        self.register_buffer("weight", weight)
+        self.register_buffer("adjoint", adjoint)
+        self.register_buffer("bias", bias)
+        self.register_buffer("scale", scale)
+        self.padding = padding
+        self.padding_mode = padding_mode
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        hidden = torch.relu(F.conv2d(_pad(x, self.padding, self.padding_mode), self.weight, self.bias)) * self.scale
+        return x - F.conv2d(_pad(hidden, self.padding, self.padding_mode), self.adjoint)
+
+
+class SLLBlock(nn.Module):
+    """SDP-based Lipschitz residual block (Araujo et al. 2023, Theorem 3): h(x) = x - 2 W T^-1 relu(W^T x + b).
+
+    W^T is the convolution with kernel K (inner_channels x channels x k x k, k odd, "same" padding)
+    and W its exact adjoint; T = diag(t), t_i = sum_j,b |K K^T|_ij[b] q_j / q_i with q = exp(log_q) > 0.
+    Then T >= W^T W and h is 1-Lipschitz in l2, for zero or circular padding and every input size
+    (the kernel-level row sums dominate the finite operator's). Stride is not supported.
+    """
+
+    input_norm = "2"
+    output_norm = "2"
+
+    def __init__(
+        self,
+        channels: int,
+        inner_channels: int | None = None,
+        kernel_size: int = 3,
+        *,
+        padding_mode: str = "zeros",
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        inner = channels if inner_channels is None else inner_channels
+        if isinstance(kernel_size, bool) or not isinstance(kernel_size, int) or kernel_size < 1 or kernel_size % 2 == 0:
+            raise ValueError(f"SLLBlock needs an odd kernel_size (for 'same' padding with an exact adjoint), got {kernel_size!r}")
+        if min(channels, inner) < 1:
+            raise ValueError(f"channels and inner_channels must be positive, got {channels}, {inner}")
+        check_conv_options(2, 1, kernel_size // 2, 1, 1, padding_mode)
+        self.channels, self.inner_channels, self.kernel_size = channels, inner, kernel_size
+        self.padding, self.padding_mode = kernel_size // 2, padding_mode
+        factory = {"device": device, "dtype": dtype}
+        self.weight = nn.Parameter(torch.empty(inner, channels, kernel_size, kernel_size, **factory))
+        self.bias = nn.Parameter(torch.empty(inner, **factory))
+        self.log_q = nn.Parameter(torch.zeros(inner, **factory))
+        nn.init.xavier_normal_(self.weight)
+        nn.init.uniform_(self.bias, -1.0 / math.sqrt(channels * kernel_size**2), 1.0 / math.sqrt(channels * kernel_size**2))
+
+    def scale(self) -> torch.Tensor:
+        """2 / t_i per inner channel (0 where the channel's kernel is zero), shaped to broadcast over (C, H, W)."""
+        gram = kernel_gram(kernel_adjoint(self.weight)).abs().sum(dim=(2, 3))
+        t = (gram * torch.exp(self.log_q[None, :] - self.log_q[:, None])).sum(dim=1)
+        scale = torch.where(t > 0, 2.0 / t.clamp(min=torch.finfo(t.dtype).tiny), torch.zeros_like(t))
+        return scale[:, None, None]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        hidden = torch.relu(F.conv2d(_pad(x, self.padding, self.padding_mode), self.weight, self.bias)) * self.scale()
+        return x - F.conv2d(_pad(hidden, self.padding, self.padding_mode), kernel_adjoint(self.weight))
+
+    def lipschitz_bound(self, input_shape: tuple[int, ...] | None = None) -> float:
+        """1.0 for every input size: Theorem 3 of Araujo et al. holds by construction of T."""
+        if input_shape is not None and (len(input_shape) != 3 or input_shape[0] != self.channels):
+            raise ValueError(f"input_shape must be (channels={self.channels}, H, W), got {tuple(input_shape)}")
+        return 1.0
+
+    def lipschitz_cap(self) -> float:
+        """1.0: no weight can make the block exceed it."""
+        return 1.0
+
+    def to_plain(self) -> PlainSLL:
+        """The same block with K, K^T, b and 2/t baked into buffers (no lipnets code in its forward)."""
+        with torch.no_grad():
+            weight = self.weight.detach().clone()
+            return PlainSLL(weight, kernel_adjoint(weight).contiguous(), self.bias.detach().clone(), self.scale().detach().clone(), self.padding, self.padding_mode)
+
+    def extra_repr(self) -> str:
+        return f"channels={self.channels}, inner_channels={self.inner_channels}, kernel_size={self.kernel_size}, padding_mode={self.padding_mode!r}"

@@ -1,0 +1,189 @@
+"""The `lipnets` command: fit -> predict -> certify -> export round trips, and clean failures on bad input."""
+
+import io
+import re
+import json
+import subprocess
+import sys
+
+import numpy as np
+import onnxruntime
+import pandas as pd
+import pytest
+
+from lipnets import cli, persistence
+from lipnets.persistence import ModelDirectoryError, load_model
+
+SMALL = ["--hidden", "8,8", "--epochs", "25", "--learning-rate", "0.01"]
+
+
+def _data(n: int = 200, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame({"a": rng.normal(size=n), "b": rng.uniform(0, 100, n), "c": rng.normal(5.0, 0.2, n)})
+    frame["y"] = frame.a + 0.02 * frame.b - 3 * frame.c + np.cos(frame.a) + 0.1 * rng.normal(size=n)
+    frame["label"] = np.where(frame.y > frame.y.median(), "pass", "fail")
+    return frame
+
+
+def _run(capsys, *argv) -> tuple[int, str, str]:
+    code = cli.main([str(arg) for arg in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("cli")
+    frame = _data()
+    frame.drop(columns="label").to_csv(folder / "train.csv", index=False)
+    frame.drop(columns="y").to_parquet(folder / "train.parquet", index=False)
+    for name, data, target, extra in (
+        ("reg", "train.csv", "y", ["--increasing", "a,b", "--decreasing", "c"]),
+        ("cls", "train.parquet", "label", ["--increasing", "b", "--decreasing", "c"]),
+    ):
+        code = cli.main(["fit", str(folder / data), "--target", target, *extra, "--lipschitz", "2", "--out", str(folder / name), *SMALL])
+        assert code == 0
+    return folder
+
+
+def test_regression_round_trip_through_onnx(workspace, capsys):
+    code, out, _ = _run(capsys, "predict", workspace / "reg", workspace / "train.csv")
+    assert code == 0
+    predicted = pd.read_csv(io.StringIO(out))["prediction"].to_numpy()
+    frame = pd.read_csv(workspace / "train.csv")
+    model = load_model(workspace / "reg")
+    assert np.array_equal(predicted, model.predict(frame[["a", "b", "c"]]))
+    assert model.score(frame[["a", "b", "c"]], frame.y) > 0.8
+    assert model.verify_monotonic(frame[["a", "b", "c"]]).ok
+
+    code, _, _ = _run(capsys, "export", workspace / "reg", "--onnx", workspace / "reg.onnx")
+    assert code == 0
+    session = onnxruntime.InferenceSession(str(workspace / "reg.onnx"), providers=["CPUExecutionProvider"])
+    through_onnx = session.run(None, {"input": frame[["a", "b", "c"]].to_numpy(np.float32)})[0][:, 0]
+    np.testing.assert_allclose(through_onnx, predicted, rtol=1e-5, atol=1e-5)
+
+    code, out, err = _run(capsys, "certify", workspace / "reg", workspace / "train.csv", "--threshold", "-12", "--eps", "0.05")
+    assert code == 0 and "lipschitz bound" in err
+    rows = pd.read_csv(io.StringIO(out))
+    np.testing.assert_allclose(rows.radius, np.abs(predicted + 12) / model.lipschitz_bound_)
+
+
+def test_classification_round_trip_and_certificates(workspace, capsys):
+    frame = pd.read_parquet(workspace / "train.parquet")
+    features = frame[["a", "b", "c"]]
+    code, out, _ = _run(capsys, "predict", workspace / "cls", workspace / "train.parquet", "--proba")
+    assert code == 0
+    result = pd.read_csv(io.StringIO(out))
+    assert list(result.columns) == ["prediction", "proba_fail", "proba_pass"]
+    assert (result.prediction == frame.label).mean() > 0.8
+
+    code, out, _ = _run(capsys, "certify", workspace / "cls", workspace / "train.parquet", "--eps", "0.01,0.1", "--out", workspace / "radii.csv")
+    assert code == 0 and "certified accuracy at 0.01" in out
+    radius = pd.read_csv(workspace / "radii.csv").radius.to_numpy()
+    # moving any row by 0.99 of its radius along any axis (l1 length 0.99 r, original units) keeps its class
+    model = load_model(workspace / "cls")
+    for column in range(3):
+        for sign in (-1.0, 1.0):
+            moved = features.to_numpy().copy()
+            moved[:, column] += sign * 0.99 * radius
+            assert np.array_equal(model.predict(pd.DataFrame(moved, columns=features.columns)), result.prediction.to_numpy())
+
+    code, _, _ = _run(capsys, "export", workspace / "cls", "--onnx", workspace / "cls.onnx")
+    assert code == 0
+    session = onnxruntime.InferenceSession(str(workspace / "cls.onnx"), providers=["CPUExecutionProvider"])
+    logits = session.run(None, {"input": features.to_numpy(np.float32)})[0][:, 0]
+    assert np.array_equal(np.where(logits > 0, "pass", "fail"), result.prediction.to_numpy())
+
+
+def test_help_for_every_subcommand():
+    for command in ("fit", "predict", "certify", "export", "demo"):
+        done = subprocess.run([sys.executable, "-m", "lipnets.cli", command, "--help"], capture_output=True, text=True, check=True)
+        assert done.stdout.startswith(f"usage: lipnets {command}")
+
+
+@pytest.mark.parametrize(
+    ("mutate", "extra", "message"),
+    [
+        (lambda f: f.assign(colour="red"), [], "'colour' is not numeric"),
+        (lambda f: f.assign(b=f.b.where(f.index != 7)), [], "'b' contain NaN"),
+        (lambda f: f.assign(y=f.y.where(f.index != 2)), [], "target column 'y' has 1 missing"),
+        (lambda f: f, ["--increasing", "a,weight"], "--increasing column.*'weight' not found"),
+        (lambda f: f.drop(columns="y"), [], "target column.*'y' not found"),
+        (lambda f: f, ["--increasing", "a", "--decreasing", "a"], "'a' are both"),
+    ],
+)
+def test_bad_fit_inputs_fail_cleanly_and_write_nothing(tmp_path, capsys, mutate, extra, message):
+    data = tmp_path / "bad.csv"
+    mutate(_data(60).drop(columns="label")).to_csv(data, index=False)
+    code, _, err = _run(capsys, "fit", data, "--target", "y", *extra, "--out", tmp_path / "model", *SMALL)
+    assert code == 2
+    assert re.search(message, err), err
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["bad.csv"]
+
+
+def test_failure_while_saving_leaves_no_folder(tmp_path, capsys, monkeypatch):
+    data = tmp_path / "data.csv"
+    _data(60).drop(columns="label").to_csv(data, index=False)
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(persistence, "save_weights", broken)
+    code, _, err = _run(capsys, "fit", data, "--target", "y", "--out", tmp_path / "model", *SMALL)
+    assert code == 2 and "disk full" in err
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["data.csv"]
+
+
+def test_existing_output_is_refused_and_kept(workspace, capsys):
+    before = (workspace / "reg" / "config.json").read_text()
+    code, _, err = _run(capsys, "fit", workspace / "train.csv", "--target", "y", "--out", workspace / "reg", *SMALL)
+    assert code == 2 and "not empty" in err
+    assert (workspace / "reg" / "config.json").read_text() == before
+
+
+def _copy_model(workspace, tmp_path):
+    import shutil
+
+    return shutil.copytree(workspace / "reg", tmp_path / "model")
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda d: (d / "weights.pt").write_bytes((d / "weights.pt").read_bytes()[:-10] + b"0123456789"), "sha256 differs"),
+        (lambda d: (d / "weights.pt").unlink(), "weights.pt is missing"),
+        (lambda d: (d / "config.json").unlink(), "not a lipnets model directory"),
+        (lambda d: (d / "config.json").write_text("{not json"), "config.json is corrupt"),
+        (lambda d: _edit(d, format="other-tool"), "not a lipnets model directory"),
+        (lambda d: _edit(d, format_version=99), "model format 99"),
+        (lambda d: _edit(d, lipschitz_bound=1e-3), "bound"),
+        (lambda d: _edit(d, architecture={**_config(d)["architecture"], "hidden": [16, 16]}), "another architecture"),
+    ],
+)
+def test_corrupt_or_foreign_model_directories(workspace, tmp_path, capsys, damage, message):
+    folder = _copy_model(workspace, tmp_path)
+    damage(folder)
+    with pytest.raises(ModelDirectoryError, match=message):
+        load_model(folder)
+    code, out, err = _run(capsys, "predict", folder, workspace / "train.csv")
+    assert code == 2 and message.split()[0] in err and out == ""
+
+
+def _config(folder) -> dict:
+    return json.loads((folder / "config.json").read_text())
+
+
+def _edit(folder, **changes) -> None:
+    (folder / "config.json").write_text(json.dumps({**_config(folder), **changes}))
+
+
+def test_predict_names_missing_and_bad_columns(workspace, tmp_path, capsys):
+    frame = pd.read_csv(workspace / "train.csv")
+    frame.drop(columns="b").to_csv(tmp_path / "nob.csv", index=False)
+    code, _, err = _run(capsys, "predict", workspace / "reg", tmp_path / "nob.csv")
+    assert code == 2 and "'b' not found" in err
+    frame.assign(c="x").to_csv(tmp_path / "text.csv", index=False)
+    code, _, err = _run(capsys, "predict", workspace / "reg", tmp_path / "text.csv")
+    assert code == 2 and "'c' is not numeric" in err
+    code, _, err = _run(capsys, "certify", workspace / "reg", workspace / "train.csv")
+    assert code == 2 and "--threshold" in err

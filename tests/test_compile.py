@@ -1,0 +1,77 @@
+"""Every layer and model works under torch.compile: compiled and eager twins give the same outputs,
+gradients, trained weights and bounds. Compilation on CPU is slow, so one model holds every dense norm,
+both modes and every activation, and the training forward must compile to one graph (fullgraph)."""
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+import lipnets
+from lipnets import Abs, FullSort, GroupSort, LipschitzLinear, MaxMin
+
+ROUNDING = 1e-5
+
+
+def every_layer() -> nn.Sequential:
+    """All six norms, both modes and all four activations in one network (bounds are checked per layer)."""
+    return nn.Sequential(
+        LipschitzLinear(6, 8, norm="1-inf"),
+        GroupSort(2),
+        LipschitzLinear(8, 8, norm="inf", lipschitz=1.5),
+        MaxMin(),
+        LipschitzLinear(8, 8, norm="1", mode="project"),
+        FullSort(),
+        LipschitzLinear(8, 8, norm="2-inf"),
+        Abs(),
+        LipschitzLinear(8, 8, norm="2"),
+        GroupSort(4),
+        LipschitzLinear(8, 8, norm="orthogonal", mode="project"),
+        GroupSort(2),
+        LipschitzLinear(8, 3, norm="orthogonal", lipschitz=2.0),
+    )
+
+
+def test_compiled_training_and_eval_match_eager() -> None:
+    torch._dynamo.reset()
+    eager = every_layer()
+    twin = copy.deepcopy(eager)
+    compiled = torch.compile(twin, fullgraph=True)
+    x, y = torch.randn(32, 6), torch.randn(32, 3)
+    optimizers = [torch.optim.Adam(model.parameters(), lr=0.05) for model in (eager, twin)]
+    for _ in range(3):
+        for model, forward, optimizer in zip((eager, twin), (eager, compiled), optimizers):
+            optimizer.zero_grad()
+            nn.functional.mse_loss(forward(x), 10.0 * y).backward()
+            optimizer.step()
+            lipnets.project_(model)
+        torch.testing.assert_close(compiled(x), eager(x), atol=1e-5, rtol=1e-5)
+    for mine, theirs in zip(eager.parameters(), twin.parameters()):
+        torch.testing.assert_close(theirs, mine, atol=1e-5, rtol=1e-5)
+    layers = [(a, b) for a, b in zip(eager, twin) if isinstance(a, LipschitzLinear)]
+    for a, b in layers:
+        assert b.lipschitz_bound() == pytest.approx(a.lipschitz_bound(), rel=1e-5)
+        assert b.lipschitz_bound() <= b.lipschitz * (1 + ROUNDING)
+    eager.eval(), twin.eval()
+    with torch.no_grad():
+        compiled_eval = torch.compile(twin)  # the eval cache check may break the graph; it must still agree
+        torch.testing.assert_close(compiled_eval(x), eager(x), atol=1e-5, rtol=1e-5)
+
+
+def test_compiled_monotonic_mlp_and_export() -> None:
+    """The monotonic residual's gradients and the exported plain model agree with eager, and the
+    compiled model keeps the guarantee that check_monotonic verifies on dense pairs."""
+    torch._dynamo.reset()
+    model = lipnets.MonotonicMLP(3, [1, -1, 0], hidden=(8, 8), lipschitz=1.0)
+    compiled = torch.compile(model, fullgraph=True)
+    x = torch.randn(64, 3, requires_grad=True)
+    (gradient,) = torch.autograd.grad(compiled(x).sum(), x)
+    (expected,) = torch.autograd.grad(model(x).sum(), x)
+    torch.testing.assert_close(gradient, expected, atol=1e-6, rtol=1e-6)
+    assert bool((gradient[:, 0] >= 0).all()) and bool((gradient[:, 1] <= 0).all())
+    grid = torch.cartesian_prod(*[torch.linspace(-2, 2, 7)] * 3)
+    assert lipnets.check_monotonic(compiled, grid, [1, -1, 0]).ok
+    plain = torch.compile(lipnets.export.to_plain(model))
+    with torch.no_grad():
+        torch.testing.assert_close(plain(grid), model.eval()(grid), atol=1e-6, rtol=1e-6)

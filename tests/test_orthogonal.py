@@ -1,0 +1,122 @@
+"""The orthogonal constraint at the worst case: exact singular values (SVD in float64 of the effective
+weight) never exceed lambda after training steps, after load_state_dict, in train and eval mode, and in
+eval mode and at export they equal lambda to a stated tolerance."""
+
+import pytest
+import torch
+from torch import nn
+
+import lipnets
+from lipnets import LipschitzLinear
+from lipnets.constraints import Orthogonal
+from lipnets.constraints.orthogonal import bjorck, bjorck_converged
+
+ROUNDING = 1e-5
+"""Float32 rounding allowed above lambda: Björck keeps every singular value <= 1 in exact arithmetic."""
+
+ORTHOGONALITY = 1e-5
+"""Stated tolerance of eval mode and export: max |sigma_i / lambda - 1|."""
+
+SHAPES = [(16, 16), (24, 10), (10, 24)]
+
+
+def singular_values(weight: torch.Tensor) -> torch.Tensor:
+    return torch.linalg.svdvals(weight.detach().double())
+
+
+def adam_steps(layer: nn.Module, steps: int = 10, lr: float = 0.05) -> None:
+    """Adam steps on a regression towards a steep random map: each step moves the weight far from orthogonal."""
+    optimizer = torch.optim.Adam(layer.parameters(), lr=lr)
+    dtype = layer.weight.dtype
+    x = torch.randn(64, layer.in_features, dtype=dtype)
+    target = 5.0 * x @ torch.randn(layer.in_features, layer.out_features, dtype=dtype)
+    for _ in range(steps):
+        optimizer.zero_grad()
+        nn.functional.mse_loss(layer(x), target).backward()
+        optimizer.step()
+        lipnets.project_(layer)
+
+
+@pytest.mark.parametrize("scale", [1e-3, 1.0, 1e3])
+@pytest.mark.parametrize("shape", SHAPES)
+def test_bjorck_never_exceeds_one_from_any_start(shape: tuple[int, int], scale: float) -> None:
+    starts = [
+        scale * torch.randn(shape),  # cold, any scale
+        scale * (torch.randn(shape[0], 3) @ torch.randn(3, shape[1])),  # rank deficient
+        torch.linalg.qr(torch.randn(max(shape), max(shape)))[0][: shape[0], : shape[1]] + 0.3 * torch.randn(shape),  # warm
+    ]
+    for start in starts:
+        for iterations in (1, 2, 6):
+            assert singular_values(bjorck(start, iterations)).max() <= 1 + ROUNDING
+        assert singular_values(bjorck_converged(start)).max() <= 1 + ROUNDING
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_converged_bjorck_is_the_polar_factor(shape: tuple[int, int]) -> None:
+    weight = torch.randn(shape, dtype=torch.float64)
+    u, _, vh = torch.linalg.svd(weight, full_matrices=False)
+    q = bjorck_converged(weight, tol=1e-12)
+    torch.testing.assert_close(q, u @ vh, atol=1e-9, rtol=0)
+    gram = q.mT @ q if shape[0] >= shape[1] else q @ q.mT
+    assert torch.linalg.matrix_norm(gram - torch.eye(min(shape), dtype=torch.float64), ord=2) <= 1e-12
+
+
+def assert_orthogonal_layer(layer: LipschitzLinear, constant: float) -> None:
+    """<= lambda in train and eval mode; == lambda within ORTHOGONALITY in eval mode and after export."""
+    layer.train()
+    assert singular_values(layer.weight).max() <= constant * (1 + ROUNDING)
+    layer.eval()
+    values = singular_values(layer.weight)
+    assert values.max() <= constant * (1 + ROUNDING)
+    assert (values / constant - 1).abs().max() <= ORTHOGONALITY
+    assert layer.lipschitz_bound() == pytest.approx(float(values.max()), rel=1e-9)
+    exported = lipnets.export.to_plain(layer)
+    exported_values = singular_values(exported.weight)
+    assert (exported_values / constant - 1).abs().max() <= ORTHOGONALITY
+
+
+@pytest.mark.parametrize("mode", ["reparam", "project"])
+@pytest.mark.parametrize("shape", SHAPES)
+def test_layer_after_steps_reload_train_and_eval(shape: tuple[int, int], mode: str) -> None:
+    layer = LipschitzLinear(shape[1], shape[0], norm="orthogonal", lipschitz=0.7, mode=mode)
+    adam_steps(layer)
+    assert_orthogonal_layer(layer, 0.7)
+    reloaded = LipschitzLinear(shape[1], shape[0], norm="orthogonal", lipschitz=0.7, mode=mode)
+    reloaded.load_state_dict(layer.state_dict())
+    assert_orthogonal_layer(reloaded, 0.7)
+    x = torch.randn(8, shape[1])
+    torch.testing.assert_close(reloaded.eval()(x), layer.eval()(x))
+
+
+def test_project_mode_stays_near_orthogonal_during_training() -> None:
+    """One warm Björck step per optimizer step keeps the stored weight <= lambda and close to orthogonal,
+    and entering eval mode converges it, so training resumes from an orthogonal weight."""
+    layer = LipschitzLinear(32, 32, norm="orthogonal", lipschitz=2.0, mode="project")
+    adam_steps(layer, steps=20, lr=1e-3)
+    values = singular_values(layer.weight)
+    assert values.max() <= 2.0 * (1 + ROUNDING)
+    assert (values / 2.0 - 1).abs().max() <= 0.05
+    layer.eval()
+    assert (singular_values(layer.weight) / 2.0 - 1).abs().max() <= ORTHOGONALITY
+
+
+def test_gradient_norm_preserved_in_eval() -> None:
+    layer = LipschitzLinear(12, 12, norm="orthogonal", lipschitz=1.5, bias=False)
+    adam_steps(layer)
+    layer.eval()
+    x = torch.randn(32, 12)
+    ratios = torch.linalg.vector_norm(layer(x), dim=1) / torch.linalg.vector_norm(x, dim=1)
+    torch.testing.assert_close(ratios, torch.full_like(ratios, 1.5), atol=1.5 * ORTHOGONALITY, rtol=0)
+
+
+def test_float64_layer_reaches_float64_precision() -> None:
+    layer = LipschitzLinear(9, 6, norm="orthogonal", dtype=torch.float64)
+    adam_steps(layer)
+    layer.eval()
+    assert (singular_values(layer.weight) - 1).abs().max() <= 1e-12
+
+
+@pytest.mark.parametrize("options", [{"iterations": 0}, {"step_iterations": 1.5}, {"tol": -1.0}, {"tol": float("nan")}])
+def test_bad_options_are_refused(options: dict) -> None:
+    with pytest.raises(ValueError, match="iterations|tol"):
+        Orthogonal(1.0, **options)

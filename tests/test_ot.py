@@ -1,0 +1,190 @@
+"""Wasserstein-1 estimation: closed forms, the bound from below against exact OT, weights, bad input, the loss."""
+
+import numpy as np
+import ot as pot
+import pytest
+import torch
+from scipy.stats import wasserstein_distance
+
+from lipnets import LipschitzMLP, lipschitz_bound
+from lipnets.ot import Wasserstein1Loss, certified_estimate, dual_objective, make_critic, wasserstein1
+
+METRICS = {"1": "cityblock", "2": "euclidean", "inf": "chebyshev"}
+
+
+def emd2(x, y, norm="2", weights_x=None, weights_y=None) -> float:
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    a = np.full(len(x), 1 / len(x)) if weights_x is None else np.asarray(weights_x, np.float64) / np.sum(weights_x)
+    b = np.full(len(y), 1 / len(y)) if weights_y is None else np.asarray(weights_y, np.float64) / np.sum(weights_y)
+    return float(pot.emd2(a, b, pot.dist(x, y, metric=METRICS[norm])))
+
+
+@pytest.mark.parametrize("norm,tolerance", [("1", 2e-2), ("2", 2e-3), ("inf", 2e-2)])
+def test_point_mass_against_shifted_copy_is_the_shift_length(norm, tolerance):
+    # l1 and l_inf critics are not gradient norm preserving: they approach the optimum more slowly.
+    shift = torch.tensor([[1.0, -2.0, 0.5]])
+    x = torch.zeros(1, 3)
+    exact = float(torch.linalg.vector_norm(shift, ord={"1": 1, "2": 2, "inf": float("inf")}[norm]))
+    distance, critic = wasserstein1(x, x + shift, norm=norm, hidden=(16, 16), steps=150, lr=1e-2)
+    assert distance <= exact + 1e-9
+    assert distance == pytest.approx(exact, rel=tolerance)
+    assert lipschitz_bound(critic) <= 1.0 + 1e-5
+
+
+@pytest.mark.parametrize("norm", ["1", "2"])
+def test_cloud_against_translated_copy_is_the_translation_length(norm):
+    # W1(P, P + s) = ||s|| in any norm: the translation is an optimal plan, a linear critic attains it.
+    x = torch.randn(24, 2, generator=torch.Generator().manual_seed(1)) * 0.3
+    shift = torch.tensor([1.5, 0.75])
+    exact = float(torch.linalg.vector_norm(shift, ord=int(norm)))
+    distance, _ = wasserstein1(x, x + shift, norm=norm, hidden=(16, 16), steps=200, lr=1e-2)
+    assert exact == pytest.approx(emd2(x, x + shift, norm), rel=1e-6)
+    assert distance <= exact + 1e-9
+    assert distance == pytest.approx(exact, rel=1e-2)
+
+
+def test_one_dimensional_weighted_distributions_match_scipy():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=150), rng.exponential(size=100) + 0.5
+    wa, wb = rng.uniform(0.1, 2.0, size=150), rng.uniform(0.1, 2.0, size=100)
+    exact = wasserstein_distance(a, b, wa, wb)
+    distance, _ = wasserstein1(a, b, weights_x=wa, weights_y=wb, hidden=(32, 32), steps=250, lr=5e-3)
+    assert distance <= exact + 1e-6
+    assert distance == pytest.approx(exact, rel=1e-2)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_estimate_never_exceeds_exact_ot(seed):
+    rng = np.random.default_rng(seed)
+    x, y = rng.normal(size=(40, 2)), rng.normal(size=(30, 2)) * 1.5 + [1.0, 0.0]
+    wx = rng.uniform(0.0, 1.0, size=40)
+    exact = emd2(x, y, "2", wx)
+    estimates = [wasserstein1(x, y, weights_x=wx, hidden=(32, 32), steps=steps, lr=1e-2, seed=seed)[0] for steps in (0, 30, 300)]
+    assert max(estimates) <= exact + 1e-6
+    assert estimates[-1] >= 0.95 * exact
+
+
+def test_estimate_rescales_a_critic_whose_bound_exceeds_one():
+    x, y = torch.zeros(1, 2), torch.tensor([[3.0, 4.0]])
+    critic = LipschitzMLP(2, 1, (16, 16), lipschitz=3.0, input_norm="2", hidden_norm="orthogonal")
+    distance, critic = wasserstein1(x, y, critic=critic, steps=150, lr=1e-2)
+    bound = lipschitz_bound(critic)
+    assert bound > 1.5
+    raw = float(dual_objective(critic.double().eval(), x.double(), y.double(), torch.ones(1, dtype=torch.float64), torch.ones(1, dtype=torch.float64)))
+    assert raw > 5.0 + 1e-3  # the unscaled dual overshoots W1 = 5
+    assert distance == pytest.approx(raw / bound, rel=1e-6)
+    assert distance <= 5.0 + 1e-9
+
+
+def test_weights_equal_repeated_samples_and_are_scale_free():
+    rng = np.random.default_rng(3)
+    x, y = rng.normal(size=(5, 2)), rng.normal(size=(6, 2)) + 1.0
+    counts = np.array([1, 3, 1, 2, 1])
+    repeated = np.repeat(x, counts, axis=0)
+    exact = emd2(x, y, "2", counts)
+    assert exact == pytest.approx(emd2(repeated, y, "2"), rel=1e-9)
+    weighted, _ = wasserstein1(x, y, weights_x=counts, hidden=(32, 32), steps=300, lr=1e-2)
+    scaled, _ = wasserstein1(x, y, weights_x=counts * 7.5, hidden=(32, 32), steps=300, lr=1e-2)
+    assert weighted == pytest.approx(scaled, rel=1e-5)
+    assert weighted <= exact + 1e-6
+    assert weighted == pytest.approx(exact, rel=2e-2)
+
+
+def test_minibatches_drawn_with_the_weights():
+    rng = np.random.default_rng(4)
+    x, y = rng.normal(size=(64, 2)), rng.normal(size=(64, 2)) + [2.0, 0.0]
+    w = rng.uniform(0.5, 1.5, size=64)
+    exact = emd2(x, y, "2", w)
+    distance, _ = wasserstein1(x, y, weights_x=w, batch_size=16, hidden=(16, 16), steps=150, lr=1e-2)
+    assert 0.9 * exact <= distance <= exact + 1e-6
+
+
+def test_certified_estimate_in_eval_and_after_reload():
+    x, y = torch.randn(20, 2), torch.randn(20, 2) + 1.0
+    distance, critic = wasserstein1(x, y, hidden=(16, 16), steps=30)
+    twin = make_critic(2, "2", (16, 16))
+    twin.load_state_dict(critic.state_dict())
+    uniform = torch.full((20,), 1 / 20)
+    assert certified_estimate(twin, x, y, uniform, uniform) == pytest.approx(distance, rel=1e-6)
+    twin.train()
+    assert certified_estimate(twin, x, y, uniform, uniform) == pytest.approx(distance, rel=1e-6)
+
+
+BAD_INPUTS = [
+    (dict(x=torch.zeros(0, 2)), "empty"),
+    (dict(y=torch.zeros(3, 0)), "empty"),
+    (dict(y=torch.zeros(3, 3)), "same number of features"),
+    (dict(x=torch.zeros(2, 2, 2)), "matrix"),
+    (dict(x=torch.tensor([[0.0, float("nan")], [1.0, 1.0]])), "NaN"),
+    (dict(y=torch.tensor([[0.0, float("inf")]])), "NaN or inf"),
+    (dict(weights_x=[1.0, -1.0]), "negative"),
+    (dict(weights_y=[0.0, 0.0, 0.0]), "all zero"),
+    (dict(weights_x=[1.0, float("nan")]), "NaN"),
+    (dict(weights_x=[1.0, 2.0, 3.0]), "one weight per sample"),
+    (dict(norm="3"), "unknown norm"),
+    (dict(steps=-1), "steps"),
+    (dict(lr=0.0), "lr"),
+    (dict(batch_size=0), "batch_size"),
+]
+
+
+@pytest.mark.parametrize("change,message", BAD_INPUTS)
+def test_bad_input_is_refused_and_leaves_the_critic_unchanged(change, message):
+    critic = make_critic(2, "2", (8, 8))
+    before = {k: v.clone() for k, v in critic.state_dict().items()}
+    arguments = dict(x=torch.zeros(2, 2), y=torch.ones(3, 2), steps=3, lr=1e-3, batch_size=None, norm="2") | change
+    x, y = arguments.pop("x"), arguments.pop("y")
+    with pytest.raises(ValueError, match=message):
+        wasserstein1(x, y, critic=critic, **arguments)
+    assert all(torch.equal(before[k], v) for k, v in critic.state_dict().items())
+
+
+def test_critic_of_another_norm_is_refused():
+    with pytest.raises(ValueError, match="l1 input norm but the ground metric is l2"):
+        wasserstein1(torch.zeros(2, 2), torch.ones(2, 2), critic=make_critic(2, "1", (8, 8)), norm="2")
+
+
+def test_loss_fits_a_shifted_and_scaled_point_cloud():
+    generator = torch.Generator().manual_seed(0)
+    base = torch.randn(200, 2, generator=generator)
+    target = torch.tensor([2.0, -1.0]) + 0.5 * torch.randn(200, 2, generator=generator)
+    location = torch.zeros(2, requires_grad=True)
+    log_scale = torch.zeros((), requires_grad=True)
+    loss_fn = Wasserstein1Loss(2, hidden=(32, 32), critic_steps=5, lr=1e-2)
+    optimizer = torch.optim.Adam([location, log_scale], lr=0.08)
+    # W1 is not smooth at its minimum: a decaying step size stops the shape from orbiting it.
+    schedule = torch.optim.lr_scheduler.LinearLR(optimizer, 1.0, 0.02, total_iters=120)
+    start = float(loss_fn(base, target))
+    for _ in range(120):
+        loss = loss_fn(location + log_scale.exp() * base, target)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+    assert torch.allclose(location.detach(), torch.tensor([2.0, -1.0]), atol=0.15)
+    assert float(log_scale.exp()) == pytest.approx(0.5, abs=0.1)
+    assert float(loss_fn.eval()(location + log_scale.exp() * base, target)) < 0.1 * start
+
+
+def test_loss_gradient_moves_energy_weights():
+    x, y = torch.tensor([[0.0], [10.0]]), torch.tensor([[0.0]])
+    logits = torch.zeros(2, requires_grad=True)
+    loss_fn = Wasserstein1Loss(1, hidden=(8, 8), critic_steps=10, lr=1e-2)
+    optimizer = torch.optim.Adam([logits], lr=0.2)
+    for _ in range(40):
+        loss = loss_fn(x, y, weights_x=logits.softmax(0))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert float(logits.softmax(0)[0]) > 0.9  # the mass far from the target moved onto it
+
+
+def test_loss_in_eval_mode_leaves_the_critic_alone():
+    loss_fn = Wasserstein1Loss(2, hidden=(8, 8)).eval()
+    before = {k: v.clone() for k, v in loss_fn.critic.state_dict().items()}
+    x = torch.zeros(3, 2, requires_grad=True)
+    loss_fn(x, torch.ones(3, 2)).backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+    assert all(torch.equal(before[k], v) for k, v in loss_fn.critic.state_dict().items())
+    with pytest.raises(ValueError, match="critic_steps"):
+        Wasserstein1Loss(2, critic_steps=-1)
