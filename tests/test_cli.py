@@ -3,8 +3,6 @@
 import io
 import re
 import json
-import subprocess
-import sys
 
 import numpy as np
 import onnxruntime
@@ -95,10 +93,12 @@ def test_classification_round_trip_and_certificates(workspace, capsys):
     assert np.array_equal(np.where(logits > 0, "pass", "fail"), result.prediction.to_numpy())
 
 
-def test_help_for_every_subcommand():
+def test_help_for_every_subcommand(capsys):
     for command in ("fit", "predict", "certify", "export", "demo"):
-        done = subprocess.run([sys.executable, "-m", "lipnets.cli", command, "--help"], capture_output=True, text=True, check=True)
-        assert done.stdout.startswith(f"usage: lipnets {command}")
+        with pytest.raises(SystemExit) as stopped:
+            cli.main([command, "--help"])
+        assert stopped.value.code == 0
+        assert capsys.readouterr().out.startswith(f"usage: lipnets {command}")
 
 
 @pytest.mark.parametrize(

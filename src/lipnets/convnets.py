@@ -63,8 +63,6 @@ class LipschitzConvNet(nn.Sequential):
             layers.append(conv(channels, width, kernel_size, stride, padding, norm=norm, padding_mode=padding_mode))
             layers.append(make_activation(activation, 2, dim=1))
             size = tuple(conv_output_size(n, kernel_size, stride, padding) for n in size)
-            if min(size) < 1:
-                raise ValueError(f"the strides {strides} shrink the input {tuple(input_size)} to nothing; use fewer or smaller strides")
             channels = width
         features = width
         for n in size:

@@ -142,7 +142,7 @@ class OneClassSDF(OutlierMixin, BaseEstimator):
         self,
         *,
         eps: float | None = None,
-        alpha: float = 10.0,
+        alpha: float = 100.0,
         hidden: Sequence[int] = (64, 64, 64),
         strategy: str = "lazy",
         iterations: int = 300,
@@ -239,8 +239,9 @@ class OneClassSDF(OutlierMixin, BaseEstimator):
 
     def score_samples(self, X) -> np.ndarray:
         """f(x): the estimated signed distance to the support plus eps; the lower, the more abnormal."""
+        x = self._inputs(X)
         with torch.no_grad():
-            return scores_of(self.critic_, self._inputs(X)).double().numpy()
+            return scores_of(self.critic_, x).double().numpy()
 
     def decision_function(self, X) -> np.ndarray:
         """score_samples - offset_: positive for inliers, negative for outliers."""

@@ -246,9 +246,10 @@ def fit(
     with len(X) divisible by W the run follows the single-process run with the same batch_size.
     Parametrization buffers (power-iteration vectors, warm starts) are broadcast from rank 0 at every
     forward, every rank evaluates the whole validation split, and only rank 0 writes the checkpoint
-    and shows progress. optimizer: "adam",
-    "adamw", "sgd" or a callable (params, lr) -> Optimizer. `lipnets.project_` runs after every step, so
-    mode="project" layers stay feasible. With `val`, the monitored value (default "val_loss"; also
+    and shows progress.
+
+    optimizer: "adam", "adamw", "sgd" or a callable (params, lr) -> Optimizer. `lipnets.project_` runs
+    after every step, so mode="project" layers stay feasible. With `val`, the monitored value (default "val_loss"; also
     "val_<metric>", larger is better) selects the best epoch, whose weights are restored at the end;
     `patience` stops after that many epochs without improvement. `checkpoint` is written (rank 0 only)
     after every epoch; `resume=True` continues from it. `seed` fixes shuffling and any randomness in the
@@ -277,6 +278,8 @@ def fit(
     if patience is not None and val is None:
         raise ValueError("early stopping (patience) needs a validation split: pass val=(X, y)")
     device = torch.device(device) if device is not None else _model_device(model)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
     if world > 1 and dist.get_backend() == "nccl" and device.type != "cuda":
         raise ValueError("the NCCL backend needs the model on cuda:LOCAL_RANK; move it there or pass device=")
     model.to(device)
@@ -294,7 +297,7 @@ def fit(
     was_training = model.training
     steps = _steps_per_epoch(train, batch_size, world)
     bar = _progress(steps * (epochs - start), progress and rank == 0)
-    with torch.random.fork_rng(devices=devices):
+    with bar, torch.random.fork_rng(devices=devices):
         for epoch in range(start, epochs):
             torch.manual_seed(seed * 1_000_003 + epoch)
             net.train()
@@ -339,7 +342,6 @@ def fit(
             if stop:
                 history.stopped_early = epoch < epochs - 1
                 break
-    bar.close()
     if best_state is not None:
         model.load_state_dict(best_state)
     model.train(was_training)

@@ -60,6 +60,12 @@ class WeightConstraint(nn.Module):
         if self.training or (torch.is_grad_enabled() and weight.requires_grad):
             self._cache = None
             return self._normalize_full_precision(weight)
+        return self._cached(weight)
+
+    @torch.compiler.disable
+    def _cached(self, weight: torch.Tensor) -> torch.Tensor:
+        # Runs eagerly under torch.compile: the key reads storage identity and version counters, and
+        # `refine` may loop until convergence, neither of which belongs in a traced graph.
         key = (weight.data_ptr(), weight._version, weight.dtype, weight.device, weight.shape)
         if self._cache is None or self._cache_key != key:
             with torch.no_grad():

@@ -13,6 +13,7 @@ from pathlib import Path
 DEMOS: dict[str, str] = {
     "paper-toys": "lipnets.demos.paper_toys",
     "two-moons": "lipnets.demos.two_moons",
+    "ot-sdf": "lipnets.demos.ot_sdf",
 }
 """Demo name -> module defining `run`. Issues add their demos here."""
 

@@ -110,7 +110,7 @@ def _heatmaps(models: dict[str, nn.Module], rows: list[dict], budget: Budget, pa
         scale = float(abs(values).max())
         image = axis.imshow(values, origin="lower", extent=(x0, x1, y0, y1), cmap="RdBu", vmin=-scale, vmax=scale, aspect="auto")
         axis.contour(xs.numpy(), ys.numpy(), values, levels=[0.0], colors="black", linewidths=1.0)
-        for label, color in ((0, "#67000d"), (1, "#08306b")):  # dark red where f < 0 wins, dark blue for f > 0
+        for label, color in ((0, "#67000d"), (1, "#08306b")):  # class 0 dark red (f < 0 side), class 1 dark blue
             chosen = labels == label
             axis.scatter(points[chosen, 0], points[chosen, 1], color=color, s=3, edgecolors="none")
         axis.set_title(f"{name}: acc {row['val accuracy']:.3f}, mean |f| {row['mean margin']:.3f}", fontsize=10)

@@ -19,10 +19,10 @@ _EPS = 1e-12
 
 
 def _pair(value: int | Sequence[int], name: str) -> tuple[int, int]:
-    pair = (value, value) if isinstance(value, int) and not isinstance(value, bool) else tuple(value)
-    if len(pair) != 2 or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in pair):
+    pair = (value, value) if isinstance(value, int) and not isinstance(value, bool) else value
+    if not isinstance(pair, (tuple, list)) or len(pair) != 2 or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in pair):
         raise ValueError(f"{name} must be a positive integer or a pair of them, got {value!r}")
-    return pair  # type: ignore[return-value]
+    return tuple(pair)  # type: ignore[return-value]
 
 
 class _WindowPool(nn.Module):
@@ -111,8 +111,10 @@ class LayerCentering(nn.Module):
         self.dim = dim if dim is None or isinstance(dim, int) else tuple(dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        dims = tuple(range(1, x.dim())) if self.dim is None else self.dim
-        return x - x.mean(dim=dims, keepdim=True)
+        if self.dim is None:  # written without x.dim() so that torch.fx can trace it
+            flat = x.flatten(1)
+            return (flat - flat.mean(dim=1, keepdim=True)).view_as(x)
+        return x - x.mean(dim=self.dim, keepdim=True)
 
     def lipschitz_bound(self, input_shape: tuple[int, ...] | None = None) -> float:
         """1.0: subtracting the mean is the orthogonal projection onto its complement."""
