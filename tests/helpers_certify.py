@@ -29,20 +29,6 @@ def digits() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     return x[TEST_POINTS:], y[TEST_POINTS:], x[:TEST_POINTS], y[:TEST_POINTS]
 
 
-def train(model: nn.Module, loss: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int = 15, lr: float = 3e-3) -> nn.Module:
-    """A few seeded epochs of Adam on mini-batches; returns the model in float64 and eval mode."""
-    generator = torch.Generator().manual_seed(0)
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    model.train()
-    for _ in range(epochs):
-        for batch in torch.randperm(len(x), generator=generator).split(128):
-            optimizer.zero_grad()
-            loss(model(x[batch]), y[batch]).backward()
-            optimizer.step()
-            lipnets.project_(model)
-    return model.double().eval()
-
-
 @lru_cache(maxsize=None)
 def trained_model(classes: int, norm: str) -> nn.Module:
     """A LipschitzMLP(64 -> 64 -> 64 -> out) from the l_`norm` input, trained on digits.
@@ -56,7 +42,8 @@ def trained_model(classes: int, norm: str) -> nn.Module:
     binary = classes == 2
     model = lipnets.LipschitzMLP(64, 1 if binary else classes, hidden=(64, 64), input_norm=norm)
     loss = HingeLoss(MARGINS[norm]) if binary else MulticlassHingeLoss(MARGINS[norm])
-    return train(model, loss, x, binary_labels(y) if binary else y)
+    lipnets.fit(model, loss, (x, binary_labels(y) if binary else y), epochs=15, lr=3e-3, batch_size=128, progress=False)
+    return model.double().eval()
 
 
 def binary_labels(y: torch.Tensor) -> torch.Tensor:

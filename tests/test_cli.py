@@ -157,6 +157,7 @@ def _copy_model(workspace, tmp_path):
         (lambda d: _edit(d, format="other-tool"), "not a lipnets model directory"),
         (lambda d: _edit(d, format_version=99), "model format 99"),
         (lambda d: _edit(d, lipschitz_bound=1e-3), "bound"),
+        (lambda d: _edit(d, scaler={**_config(d)["scaler"], "mean": [0.0, 0.0, 0.0]}), "scaler's mean"),
         (lambda d: _edit(d, architecture={**_config(d)["architecture"], "hidden": [16, 16]}), "another architecture"),
     ],
 )
@@ -166,7 +167,7 @@ def test_corrupt_or_foreign_model_directories(workspace, tmp_path, capsys, damag
     with pytest.raises(ModelDirectoryError, match=message):
         load_model(folder)
     code, out, err = _run(capsys, "predict", folder, workspace / "train.csv")
-    assert code == 2 and message.split()[0] in err and out == ""
+    assert code == 2 and message.split()[0].split("'")[0] in err and out == ""
 
 
 def _config(folder) -> dict:

@@ -53,13 +53,13 @@ def test_one_dimensional_weighted_distributions_match_scipy():
     assert distance == pytest.approx(exact, rel=1e-2)
 
 
-@pytest.mark.parametrize("seed", [0, 1])
-def test_estimate_never_exceeds_exact_ot(seed):
+def test_estimate_never_exceeds_exact_ot():
+    seed = 0
     rng = np.random.default_rng(seed)
     x, y = rng.normal(size=(40, 2)), rng.normal(size=(30, 2)) * 1.5 + [1.0, 0.0]
     wx = rng.uniform(0.0, 1.0, size=40)
     exact = emd2(x, y, "2", wx)
-    estimates = [wasserstein1(x, y, weights_x=wx, hidden=(32, 32), steps=steps, lr=1e-2, seed=seed)[0] for steps in (0, 30, 300)]
+    estimates = [wasserstein1(x, y, weights_x=wx, hidden=(32, 32), steps=steps, lr=1e-2, seed=seed)[0] for steps in (0, 20, 250)]
     assert max(estimates) <= exact + 1e-6
     assert estimates[-1] >= 0.9 * exact  # small clouds: a jagged optimal potential (benchmarks/wasserstein.py measures accuracy)
 
@@ -85,8 +85,8 @@ def test_weights_equal_repeated_samples_and_are_scale_free():
     repeated = np.repeat(x, counts, axis=0)
     exact = emd2(x, y, "2", counts)
     assert exact == pytest.approx(emd2(repeated, y, "2"), rel=1e-9)
-    weighted, _ = wasserstein1(x, y, weights_x=counts, hidden=(32, 32), steps=300, lr=1e-2)
-    scaled, _ = wasserstein1(x, y, weights_x=counts * 7.5, hidden=(32, 32), steps=300, lr=1e-2)
+    weighted, _ = wasserstein1(x, y, weights_x=counts, hidden=(16, 16), steps=200, lr=2e-2)
+    scaled, _ = wasserstein1(x, y, weights_x=counts * 7.5, hidden=(16, 16), steps=200, lr=2e-2)
     assert weighted == pytest.approx(scaled, rel=1e-5)
     assert weighted <= exact + 1e-6
     assert weighted == pytest.approx(exact, rel=2e-2)
@@ -148,11 +148,11 @@ def test_critic_of_another_norm_is_refused():
 
 def test_loss_fits_a_shifted_and_scaled_point_cloud():
     generator = torch.Generator().manual_seed(0)
-    base = torch.randn(200, 2, generator=generator)
-    target = torch.tensor([2.0, -1.0]) + 0.5 * torch.randn(200, 2, generator=generator)
+    base = torch.randn(128, 2, generator=generator)
+    target = torch.tensor([2.0, -1.0]) + 0.5 * torch.randn(128, 2, generator=generator)
     location = torch.zeros(2, requires_grad=True)
     log_scale = torch.zeros((), requires_grad=True)
-    loss_fn = Wasserstein1Loss(2, hidden=(32, 32), critic_steps=5, lr=1e-2)
+    loss_fn = Wasserstein1Loss(2, hidden=(16, 16), critic_steps=5, lr=1e-2)
     optimizer = torch.optim.Adam([location, log_scale], lr=0.08)
     # W1 is not smooth at its minimum: a decaying step size stops the shape from orbiting it.
     schedule = torch.optim.lr_scheduler.LinearLR(optimizer, 1.0, 0.02, total_iters=120)
@@ -190,3 +190,26 @@ def test_loss_in_eval_mode_leaves_the_critic_alone():
     assert all(torch.equal(before[k], v) for k, v in loss_fn.critic.state_dict().items())
     with pytest.raises(ValueError, match="critic_steps"):
         Wasserstein1Loss(2, critic_steps=-1)
+
+
+@pytest.mark.parametrize("norm", ["1", "2"])
+def test_c_transform_refinement_is_feasible_and_never_worse(norm):
+    rng = np.random.default_rng(5)
+    x, y = rng.normal(size=(60, 8)), rng.normal(size=(50, 8)) + 0.5
+    wy = rng.uniform(0.2, 1.0, size=50)
+    exact = emd2(x, y, norm, weights_y=wy)
+    plain, _ = wasserstein1(x, y, weights_y=wy, norm=norm, hidden=(16, 16), steps=30, seed=1)
+    refined, critic = wasserstein1(x, y, weights_y=wy, norm=norm, hidden=(16, 16), steps=30, seed=1, refine=True)
+    assert plain <= refined <= exact + 1e-9
+    assert refined >= 0.9 * exact
+    assert lipschitz_bound(critic) == 1.0
+    # the refined critic realises the estimate on the samples, and is 1-Lipschitz in the ground norm
+    samples_x, samples_y = torch.as_tensor(x, dtype=torch.float32).double(), torch.as_tensor(y, dtype=torch.float32).double()
+    weights = torch.as_tensor(wy / wy.sum())
+    with torch.no_grad():
+        value = float(critic(samples_x)[:, 0].mean() - weights @ critic(samples_y)[:, 0])
+    assert value == pytest.approx(refined, rel=1e-6)  # the weights were normalised in float32
+    points = torch.cat([samples_x, samples_y, torch.randn(500, 8, dtype=torch.float64) * 2]).requires_grad_(True)
+    (gradient,) = torch.autograd.grad(critic(points).sum(), points)
+    dual = {"1": float("inf"), "2": 2.0}[norm]
+    assert float(torch.linalg.vector_norm(gradient, ord=dual, dim=1).max()) <= 1.0 + 1e-9

@@ -70,13 +70,14 @@ def test_bound_is_sound_in_original_units(regressor):
     x = torch.tensor(X.to_numpy())
     assert model.lipschitz_bound_ == pytest.approx(lipnets.lipschitz_bound(model.model_), rel=1e-12)
     found = lipnets.empirical_lipschitz(model.model_, x, steps=150)
+    predict = lambda values: torch.tensor(model.predict(pd.DataFrame(values.numpy(), columns=X.columns)))  # noqa: E731
     # finite differences along each axis, in original units, at steps of 1e-4 .. 1 column spread
     for column in range(x.shape[1]):
         spread = float(x[:, column].max() - x[:, column].min())
         for step in np.geomspace(1e-4, 1, 5) * spread:
             moved = x.clone()
             moved[:, column] += step
-            slope = (torch.tensor(model.predict(moved.numpy())) - torch.tensor(model.predict(x.numpy()))).abs() / step
+            slope = (predict(moved) - predict(x)).abs() / step
             found = max(found, float(slope.max()))
     assert 0 < found <= model.lipschitz_bound_ * (1 + 1e-9)
     # the rescaling matters: the network's bound in standardised units is far below what the data realises
@@ -179,3 +180,13 @@ def test_bad_parameters_fail_cleanly(params, message):
     X, y = _table(n=40)
     with pytest.raises(ValueError, match=message):
         MonotonicRegressor(**params).fit(X, y)
+
+
+def test_failed_refit_leaves_the_fitted_model_usable(regressor):
+    model, X, _ = regressor
+    before, names = model.predict(X), list(model.feature_names_in_)
+    narrow = X.drop(columns="dose")  # valid data, but the constraints name the dropped column
+    with pytest.raises(ValueError, match="unknown column.*'dose'"):
+        model.fit(narrow, np.zeros(len(narrow)))
+    assert model.n_features_in_ == 3 and list(model.feature_names_in_) == names
+    assert np.array_equal(model.predict(X), before)

@@ -142,7 +142,7 @@ def load_model(path: str | Path):
     """Rebuild the fitted estimator saved in the model directory `path`.
 
     Checks the format and version, the sha256 of the weights, the state dict against the architecture
-    (before copying anything) and the recomputed bound against the recorded one.
+    (before copying anything), the scaler and the recomputed bound against the recorded ones.
     """
     path = Path(path)
     config = read_config(path)
@@ -159,6 +159,10 @@ def load_model(path: str | Path):
         raise ModelDirectoryError(f"{path} is corrupt: {error}") from error
     model.load_state_dict(state)
     model.eval()
+    scaler = config.get("scaler") or {}
+    for key in ("mean", "scale", "target_mean", "target_scale"):
+        if scaler.get(key) != getattr(model, key).tolist():
+            raise ModelDirectoryError(f"{path} is corrupt: the scaler's {key} in {CONFIG} differs from the one in {weights.name}")
     bound = lipschitz_bound(model)
     if not math.isclose(bound, float(config["lipschitz_bound"]), rel_tol=BOUND_TOLERANCE):
         raise ModelDirectoryError(f"{path} is corrupt: the weights give a bound of {bound:.9g}, the config records {config['lipschitz_bound']}")

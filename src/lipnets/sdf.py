@@ -30,7 +30,7 @@ from .bounds import bound_of
 from .guarantees import lipschitz_bound, tracked_norms
 from .losses import hkr
 from .models import LipschitzMLP
-from .ot import as_samples
+from .ot import as_samples, scores_of, seeded
 
 STRATEGIES = ("lazy", "alternating")
 
@@ -71,16 +71,6 @@ def certified_auroc(scores_in, scores_out, eps: float | Sequence[float] = 0.0, l
 
 # --------------------------------------------------------------------------------------------------
 # negative sampling (Algorithm 6)
-
-
-def scores_of(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """The (n,) scores of a scalar model, whose output has shape (n,) or (n, 1)."""
-    out = model(x)
-    if out.dim() == 2 and out.shape[1] == 1:
-        return out[:, 0]
-    if out.dim() != 1:
-        raise ValueError(f"a signed distance function returns one score per sample, got output shape {tuple(out.shape)}")
-    return out
 
 
 def complementary_samples(
@@ -134,7 +124,7 @@ class OneClassSDF(OutlierMixin, BaseEstimator):
     (None: 5% of the data's root-mean-square distance to its mean); alpha, the hinge weight;
     strategy "lazy" (Algorithm 7: one negative batch per `iterations`, `inner_steps` updates on it) or
     "alternating" (Algorithm 5 with `inner_steps` updates per classifier f_t, each on a fresh batch from
-    Q_t); newton_steps, T of Algorithm 6; domain, the box B as (low, high) (None: mean +- 5 standard
+    Q_t, instead of the thesis's "until convergence"); newton_steps, T of Algorithm 6; domain, the box B as (low, high) (None: mean +- 5 standard
     deviations per feature, thesis Example 5.1).
     """
 
@@ -205,9 +195,8 @@ class OneClassSDF(OutlierMixin, BaseEstimator):
         if x.shape[0] < 2:
             raise ValueError(f"OneClassSDF needs at least 2 training samples, got {x.shape[0]}")
         eps, low, high = self._check_params(x)
-        torch.manual_seed(self.random_state)
         generator = torch.Generator().manual_seed(self.random_state)
-        model = LipschitzMLP(x.shape[1], 1, tuple(self.hidden), input_norm="2", hidden_norm="orthogonal").to(x.dtype)
+        model = seeded(self.random_state, LipschitzMLP, x.shape[1], 1, tuple(self.hidden), input_norm="2", hidden_norm="orthogonal")
         optimizer = torch.optim.Adam(model.parameters(), lr=self.lr)
         targets = torch.cat([torch.ones(self.batch_size), -torch.ones(self.batch_size)]).to(x.dtype)
         for _ in range(self.iterations):
@@ -257,14 +246,15 @@ class OneClassSDF(OutlierMixin, BaseEstimator):
         low, high = (torch.as_tensor(bound) for bound in self.domain_)
         generator = torch.Generator().manual_seed(seed)
         steps = self.newton_steps if newton_steps is None else int(newton_steps)
-        return complementary_samples(self.critic_, int(n), low, high, self.eps_, steps, generator).double().numpy()
+        return complementary_samples(_frozen(self.critic_), int(n), low, high, self.eps_, steps, generator).double().numpy()
 
     def certified_auroc(self, X_in, X_out, eps: float | Sequence[float] = 0.0) -> float | list[float]:
         """AUROC of inliers X_in against outliers X_out that holds under any l2 attack of radius eps (Prop. 12).
 
-        Uses the sound bound lipschitz_ of the fitted network, not the nominal constant 1.
+        Uses the sound bound of the network's current weights (lipnets.lipschitz_bound), not the nominal 1.
         """
-        return certified_auroc(self.score_samples(X_in), self.score_samples(X_out), eps, self.lipschitz_)
+        scores_in, scores_out = self.score_samples(X_in), self.score_samples(X_out)
+        return certified_auroc(scores_in, scores_out, eps, lipschitz_bound(self.critic_))
 
 
 # --------------------------------------------------------------------------------------------------

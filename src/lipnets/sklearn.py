@@ -196,7 +196,19 @@ class _NetworkEstimator(BaseEstimator):
 
     # -- fitting --------------------------------------------------------------------------------------
     def fit(self, X, y) -> _NetworkEstimator:
-        """Standardise X (and y for regression), train the network with lipnets.fit, record the sound bound."""
+        """Standardise X (and y for regression), train the network with lipnets.fit, record the sound bound.
+
+        A fit that raises leaves the estimator as it was (a fitted model stays usable).
+        """
+        before = dict(self.__dict__)
+        try:
+            return self._fit(X, y)
+        except BaseException:
+            self.__dict__.clear()
+            self.__dict__.update(before)
+            raise
+
+    def _fit(self, X, y) -> _NetworkEstimator:
         from .train import fit as train
 
         self._check_params()
@@ -214,7 +226,7 @@ class _NetworkEstimator(BaseEstimator):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             model = build_network(architecture)
-            train_rows, val_rows = self._split(len(X), seed, target)
+            train_rows, val_rows = self._split(len(X), seed)
             val = (inputs[val_rows], target[val_rows]) if len(val_rows) else None
             history = train(
                 model.network, self._loss_module(outputs), (inputs[train_rows], target[train_rows]), val,
@@ -230,7 +242,7 @@ class _NetworkEstimator(BaseEstimator):
         self.lipschitz_bound_ = lipschitz_bound(self.model_)
         return self
 
-    def _split(self, n: int, seed: int, target: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    def _split(self, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
         """Random train / validation rows; no validation part when it would leave fewer than 2 rows on a side."""
         order = np.random.default_rng(seed).permutation(n)
         held = int(round(self.validation_fraction * n))

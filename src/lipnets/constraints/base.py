@@ -58,20 +58,23 @@ class WeightConstraint(nn.Module):
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
         if self.training or (torch.is_grad_enabled() and weight.requires_grad):
-            self._cache = None
+            if self._cache is not None:
+                self._cache = None
             return self._normalize_full_precision(weight)
-        return self._cached(weight)
+        return self._cached_eagerly(weight)
 
-    @torch.compiler.disable
-    def _cached(self, weight: torch.Tensor) -> torch.Tensor:
-        # Runs eagerly under torch.compile: the key reads storage identity and version counters, and
-        # `refine` may loop until convergence, neither of which belongs in a traced graph.
+    def cached(self, weight: torch.Tensor) -> torch.Tensor:
+        """The refined normalised weight, recomputed only when `weight` changed (eval mode, no gradient)."""
         key = (weight.data_ptr(), weight._version, weight.dtype, weight.device, weight.shape)
         if self._cache is None or self._cache_key != key:
             with torch.no_grad():
                 self._cache = self._normalize_full_precision(weight, refined=True)
             self._cache_key = key
         return self._cache
+
+    # Under torch.compile the cache runs eagerly: its key reads storage identity and version counters,
+    # and `refine` may loop until convergence, neither of which belongs in a traced graph.
+    _cached_eagerly = torch.compiler.disable(cached)
 
     def extra_repr(self) -> str:
         return f"lipschitz={self.lipschitz:g}"

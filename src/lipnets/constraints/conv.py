@@ -23,8 +23,8 @@ convolution on every input size, so one grid serves every input."""
 class ConvSpectralNorm(WeightConstraint):
     """K / max(1, sigma / lambda), sigma from power iteration on the strided circular convolution.
 
-    The singular vector is a persistent buffer advanced once per training forward (Miyato et al.),
-    in the DFT domain of a POWER_GRID grid (`conv_symbol`). Power iteration approaches sigma from
+    The singular vectors (one per frequency block of `conv_symbol` on a POWER_GRID grid) are a
+    persistent buffer advanced `power_iterations` times per training forward (Miyato et al.). Power iteration approaches sigma from
     below, so it only drives training: the layer reports the exact bound of the result. `project`
     divides by the Gram-iteration bound (Delattre et al. 2024), which never underestimates.
     """
@@ -54,24 +54,28 @@ class ConvSpectralNorm(WeightConstraint):
 
     @torch.no_grad()
     def _iterate(self, symbol: torch.Tensor, steps: int) -> None:
+        # elementwise products instead of a batched complex matmul, which torch runs frequency by frequency on CPU
         u = torch.view_as_complex(self.u.to(symbol.real.dtype))
         for _ in range(steps):
-            u = (symbol.mH @ (symbol @ u.unsqueeze(-1))).squeeze(-1)
-            u = u / torch.linalg.vector_norm(u).clamp(min=torch.finfo(u.real.dtype).tiny)
+            u = (symbol.conj() * (symbol * u[:, None, :]).sum(-1, keepdim=True)).sum(1)
+            u = u / torch.linalg.vector_norm(u, dim=-1, keepdim=True).clamp(min=torch.finfo(u.real.dtype).tiny)
         self.u.copy_(torch.view_as_real(u).to(self.u.dtype))
 
     def sigma(self, weight: torch.Tensor, steps: int | None = None) -> torch.Tensor:
-        """The power-iteration estimate of the norm (differentiable in the weight, the vector held fixed).
+        """The power-iteration estimate of the norm (differentiable in the weight, the vectors held fixed).
 
-        The vector advances only in training with gradients enabled, so bounds and evaluation are pure.
+        One vector per frequency block, each normalised on its own: a single global vector would let
+        the other frequencies underflow to zero and could never follow a new largest one. The estimate
+        is the largest block estimate. The vectors advance only in training with gradients enabled, so
+        bounds and evaluation are pure.
         """
         symbol = conv_symbol(weight, self.grid, self.stride)
         if steps is None:
             steps = self.power_iterations if self.training and torch.is_grad_enabled() else 0
         if steps:
             self._iterate(symbol.detach(), steps)
-        u = torch.view_as_complex(self.u.to(weight.dtype)).unsqueeze(-1)
-        return torch.linalg.vector_norm(symbol @ u)
+        u = torch.view_as_complex(self.u.to(weight.dtype))
+        return torch.linalg.vector_norm((symbol * u[:, None, :]).sum(-1), dim=-1).max()
 
     def warm_up(self, weight: torch.Tensor, steps: int = 30) -> None:
         """Converge the singular vector for a fresh weight, so the first step is already normalised."""

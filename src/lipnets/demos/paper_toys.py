@@ -38,9 +38,13 @@ LR = 2e-2
 """Adam's learning rate, annealed to 0 by a cosine schedule."""
 GRID_POINTS = 1000
 SIN_RANGE = (0.0, 2 * math.pi)
+SIN_NOISE = {"noise_sd": 0.1, "outlier_sd": 1.0}
+"""Eq. 3.1's noise: the paper's variances 0.01 and 1 (one outlier) as standard deviations."""
 OUTLIER_WINDOW = 0.5
 """Fig. 1's 'outlier slope' is the steepest slope within this distance of the outlier."""
 LOG_RANGE = (1.0, 10.0)
+LOG_NOISE = 0.01
+"""Eq. 3.2's noise variance per unit x (the paper gives no value)."""
 LOG_GAPS = {"extrapolation": (7.0, 10.0), "interpolation": (4.0, 7.0)}
 CIRCLE = {"n": 80, "r": 1.5, "alpha": 0.18, "omega": 5.0, "spacing": 0.4}
 """Fig. 3's data: the paper's r and alpha; omega (not stated in the paper) gives 4 bumps."""
@@ -59,7 +63,7 @@ class Budget:
     circle_steps: int
 
 
-FULL = Budget(seeds=10, realisations=4, sin_steps=1500, log_steps=600, circle_steps=1200)
+FULL = Budget(seeds=10, realisations=4, sin_steps=1500, log_steps=800, circle_steps=1200)
 """Overfitting the outlier takes the unconstrained models about 1000 steps, hence Fig. 1's longer run."""
 QUICK = Budget(seeds=3, realisations=1, sin_steps=250, log_steps=250, circle_steps=200)
 
@@ -116,6 +120,11 @@ def train_together(models: Sequence[nn.Module], data: Sequence[tuple[torch.Tenso
                 parameter.copy_(params[name][index])
 
 
+def unconstrained_model() -> nn.Module:
+    """The 1-D networks of Figs. 1 and 2 with a constraint that never binds (see UNCONSTRAINED)."""
+    return LipschitzMLP(1, 1, HIDDEN, lipschitz=UNCONSTRAINED)
+
+
 def check_unconstrained(model: nn.Module) -> None:
     """Raise if a layer of an 'unconstrained' model reached its (huge) cap, which would have constrained it."""
     for layer in model.modules():
@@ -156,7 +165,8 @@ COLUMNS = (
     "true slope", "true slope (paper)", "outlier slope, min over runs", "violations", "non-monotone runs",
     "mse vs truth", "mse in gap", "train mse", "train mse (paper)", "setting", "setting (paper)",
 )
-"""The summary table's columns; each '(paper)' column sits next to ours."""
+"""The summary table's columns; each '(paper)' column sits next to ours. 'true slope' is the largest
+slope of the noise-free function on the grid; for Fig. 3 it is the smallest l1 constant of any exact fit."""
 
 
 def summary(figure: str, model: str, runs: Runs, constant: float | None, max_slope: float, extra: dict) -> dict:
@@ -193,6 +203,13 @@ def train_kind(
     return Runs(models, data, torch.stack([predict(model, grid) for model in models]))
 
 
+def outlier_slope(curves: torch.Tensor, grid: torch.Tensor, at: float) -> torch.Tensor:
+    """Each curve's steepest finite-difference slope within OUTLIER_WINDOW of the outlier at x = `at`."""
+    points = grid.flatten()
+    near = ((points[1:] + points[:-1]) / 2 - at).abs() <= OUTLIER_WINDOW
+    return slopes(curves, grid)[..., near].amax(dim=-1)
+
+
 def save(figure: Figure, path: Path) -> None:
     """Render `figure` with the Agg backend (no pyplot state) and write it as a PNG."""
     FigureCanvasAgg(figure)
@@ -211,14 +228,12 @@ def draw_runs(axes, grid: torch.Tensor, curves: torch.Tensor, color: str, label:
 
 def sin_figure(out_dir: Path, budget: Budget) -> list[dict]:
     """Fig. 1: sin(x) with one outlier (Eq. 3.1), Lipschitz (lambda=1) vs unconstrained, `seeds` inits each."""
-    x, y, outlier = sin_with_outlier(seed=0, low=SIN_RANGE[0], high=SIN_RANGE[1])
+    x, y, outlier = sin_with_outlier(seed=0, low=SIN_RANGE[0], high=SIN_RANGE[1], **SIN_NOISE)
     grid = torch.linspace(*SIN_RANGE, GRID_POINTS).unsqueeze(1)
     truth = torch.sin(grid).flatten()
-    middles = (grid.flatten()[1:] + grid.flatten()[:-1]) / 2
-    near = (middles - x[outlier]).abs() <= OUTLIER_WINDOW
     kinds = {
         "Lipschitz": (lambda: LipschitzMLP(1, 1, HIDDEN, lipschitz=LAMBDA), LAMBDA, "tab:blue", 3),
-        "unconstrained": (lambda: LipschitzMLP(1, 1, HIDDEN, lipschitz=UNCONSTRAINED), None, "tab:orange", 2),
+        "unconstrained": (unconstrained_model, None, "tab:orange", 2),
     }
     figure = Figure(figsize=(7, 4.2))
     axes = figure.add_subplot()
@@ -230,13 +245,15 @@ def sin_figure(out_dir: Path, budget: Budget) -> list[dict]:
         rows.append(summary("1 sin + outlier", name, runs, constant, float(steep.max()), {
             "true slope": float(slopes(truth, grid).max()),
             "true slope (paper)": "cos x (max 1)",
-            "outlier slope, min over runs": float(steep[:, near].amax(dim=1).min()),
+            "outlier slope, min over runs": float(outlier_slope(runs.curves, grid, float(x[outlier])).min()),
             "violations": "n/a",
             "mse vs truth": mse(runs.curves, truth.expand_as(runs.curves)),
+            "setting": f"{len(x)} points, noise sd {SIN_NOISE['noise_sd']:g}, outlier sd {SIN_NOISE['outlier_sd']:g}",
+            "setting (paper)": "noise variance 0.01, one outlier of variance 1",
         }))
-    axes.plot(grid.flatten(), truth, "k--", linewidth=1, label="sin x (truth)", zorder=4)
-    axes.scatter(x.flatten(), y.flatten(), s=12, color="tab:purple", zorder=5, label="data (noise sd 0.1)")
-    axes.scatter(x[outlier], y[outlier], s=80, facecolors="none", edgecolors="red", zorder=5, label="outlier (noise sd 1)")
+    axes.plot(grid.flatten().numpy(), truth.numpy(), "k--", linewidth=1, label="sin x (truth)", zorder=4)
+    axes.scatter(x.flatten().numpy(), y.flatten().numpy(), s=12, color="tab:purple", zorder=5, label="data")
+    axes.scatter(x[outlier].numpy(), y[outlier].numpy(), s=80, facecolors="none", edgecolors="red", zorder=5, label="outlier")
     axes.set(xlabel="x", ylabel="y", title="Fig. 1: robustness to an outlier (Eq. 3.1), lambda = 1")
     axes.legend(fontsize=8, loc="lower left")
     save(figure, out_dir / "fig1_sin_outlier.png")
@@ -255,15 +272,15 @@ def log_figure(out_dir: Path, budget: Budget) -> list[dict]:
     truth = torch.log(grid).flatten()
     kinds = {
         "monotone": (lambda: MonotonicMLP(1, [1], HIDDEN, lipschitz=LAMBDA), LAMBDA, "tab:blue", 3),
-        "unconstrained": (lambda: LipschitzMLP(1, 1, HIDDEN, lipschitz=UNCONSTRAINED), None, "tab:orange", 2),
+        "unconstrained": (unconstrained_model, None, "tab:orange", 2),
     }
     samples = {
-        (scenario, noise): noisy_log(seed=noise, low=LOG_RANGE[0], high=LOG_RANGE[1], gap=gap)
+        (scenario, noise): noisy_log(seed=noise, low=LOG_RANGE[0], high=LOG_RANGE[1], noise_slope=LOG_NOISE, gap=gap)
         for scenario, gap in LOG_GAPS.items()
         for noise in range(budget.realisations)
     }
     data = [sample for sample in samples.values() for _ in range(budget.seeds)]
-    figure = Figure(figsize=(3.2 * budget.realisations + 0.4, 6.4))
+    figure = Figure(figsize=(3.2 * max(budget.realisations, 2) + 0.4, 6.4))
     panels = figure.subplots(len(LOG_GAPS), budget.realisations, squeeze=False, sharey=True)
     rows = []
     for name, (build, constant, color, zorder) in kinds.items():
@@ -284,12 +301,14 @@ def log_figure(out_dir: Path, budget: Budget) -> list[dict]:
                 "non-monotone runs": sum(not report.ok for report in reports),
                 "mse vs truth": mse(mine.curves, truth.expand_as(mine.curves)),
                 "mse in gap": mse(mine.curves[:, inside], truth[inside].expand_as(mine.curves[:, inside])),
+                "setting": f"gap {gap}, {budget.realisations} noise draws, Var = {LOG_NOISE:g} x",
+                "setting (paper)": "gap, 4 noise draws, variance linear in x",
             }))
     for (scenario, noise), (x, y) in samples.items():
         axes = panels[list(LOG_GAPS).index(scenario), noise]
         axes.axvspan(*LOG_GAPS[scenario], color="grey", alpha=0.2, label=f"{scenario} gap")
-        axes.plot(grid.flatten(), truth, "k--", linewidth=1, label="log x (truth)", zorder=4)
-        axes.scatter(x.flatten(), y.flatten(), s=8, color="tab:purple", zorder=5, label="data")
+        axes.plot(grid.flatten().numpy(), truth.numpy(), "k--", linewidth=1, label="log x (truth)", zorder=4)
+        axes.scatter(x.flatten().numpy(), y.flatten().numpy(), s=8, color="tab:purple", zorder=5, label="data")
         axes.set(title=f"{scenario}, noise seed {noise}", xlabel="x")
     for axes in panels[:, 0]:
         axes.legend(fontsize=7, loc="lower right")
@@ -326,14 +345,17 @@ def circle_figure(out_dir: Path, budget: Budget) -> list[dict]:
     step = float(axis[1] - axis[0])
     measured = max(float(values.diff(dim=0).abs().max()), float(values.diff(dim=1).abs().max())) / step
 
+    axis, values, points = axis.numpy(), values.numpy(), x.numpy()
     figure = Figure(figsize=(6, 5))
     axes = figure.add_subplot()
     image = axes.pcolormesh(axis, axis, values, cmap="viridis", shading="auto", vmin=-0.1, vmax=1.5)
     figure.colorbar(image, ax=axes, label="network output (clipped at 1.5)")
     lines = axes.contour(axis, axis, values, levels=[0.5, 1.0], colors=["red", "purple"], linewidths=1.5)
     axes.clabel(lines, fontsize=8)
-    axes.scatter(x[:, 0], x[:, 1], s=4, color="tab:blue", zorder=3, label="data: inner 0, middle 0.5, outer 1")
-    axes.set(aspect="equal", title=f"Fig. 3: Eq. 3.3, omega={CIRCLE['omega']:g}, lambda={CIRCLE_LAMBDA:g}")
+    axes.scatter(points[:, 0], points[:, 1], s=4, color="tab:blue", zorder=3, label="data: inner 0, middle 0.5, outer 1")
+    setting = f"r={CIRCLE['r']:g}, alpha={CIRCLE['alpha']:g}, omega={CIRCLE['omega']:g}"
+    axes.set_aspect("equal")
+    axes.set_title(f"Fig. 3: Eq. 3.3 ({setting}), lambda={CIRCLE_LAMBDA:g}", fontsize=10)
     axes.legend(fontsize=7, loc="upper right")
     save(figure, out_dir / "fig3_circle.png")
     return [summary("3 oscillating circle", "Lipschitz", runs, CIRCLE_LAMBDA, measured, {
@@ -341,6 +363,6 @@ def circle_figure(out_dir: Path, budget: Budget) -> list[dict]:
         "true slope": smallest_exact_constant(x, y),
         "violations": "n/a",
         "train mse (paper)": "0 (zero loss)",
-        "setting": f"r={CIRCLE['r']}, alpha={CIRCLE['alpha']}, omega={CIRCLE['omega']:g}, spacing={CIRCLE['spacing']}",
+        "setting": f"{setting}, curves {CIRCLE['spacing']:g} apart",
         "setting (paper)": "r=1.5, alpha=0.18, omega not given",
     })]

@@ -54,12 +54,12 @@ class _LipschitzConv(ConstrainedWeight):
         if norm not in CONV_NORMS:
             raise ValueError(f"unknown norm {norm!r} for a convolution: choose one of {', '.join(map(repr, CONV_NORMS))}")
         self.norm = norm
+        with torch.no_grad():  # an orthogonal reshaped kernel: every constraint starts near its target
+            nn.init.orthogonal_(self.weight.view(self.out_channels, -1))
         if norm == "spectral":
             constraint = ConvSpectralNorm(lipschitz, self.in_channels, self.stride)
         elif norm == "orthogonal":
             constraint = ReshapedKernelOrthogonal(lipschitz, self.kernel_size, self.stride)
-            with torch.no_grad():
-                nn.init.orthogonal_(self.weight.view(self.out_channels, -1))
         else:
             constraint = ConvAOL(lipschitz)
         if norm == "spectral":

@@ -71,7 +71,9 @@ def conv_symbol(kernel: torch.Tensor, grid: Sequence[int], stride: int | Sequenc
     alias_axes = [3 + 2 * axis for axis in range(spatial)]
     symbol = symbol.permute(*frequency_axes, 0, 1, *alias_axes)
     out, inp = kernel.shape[:2]
-    return symbol.reshape(-1, out, inp * math.prod(strides)) / math.sqrt(math.prod(strides))
+    aliases = math.prod(strides)
+    symbol = symbol.reshape(-1, out, inp * aliases)
+    return symbol / math.sqrt(aliases) if aliases > 1 else symbol
 
 
 def circular_conv_norm(kernel: torch.Tensor, grid: Sequence[int], stride: int | Sequence[int] = 1) -> float:
@@ -220,20 +222,33 @@ def aol_scale(kernel: torch.Tensor) -> torch.Tensor:
 def conv_gram_bound(kernel: torch.Tensor, iterations: int = 4) -> torch.Tensor:
     """Gram iteration on the kernel (Delattre et al. 2024): a bound on sup_theta sigma_max(K(theta)).
 
-    G_0 = K, G_{t+1} = G_t^T * G_t (kernel product, rescaled by its Frobenius norm with the log-scale
-    kept); the symbol of G_t is (K^H K)^(2^(t-1)) up to a phase, whose spectral radius is at most its
-    largest row abs-sum, so sigma_max(K(theta))^(2^t) <= max_i sum_j,b |G_t[i, j, b]| for every theta.
+    G_0 = K, G_{t+1} = G_t^H G_t on the symbol (rescaled by the Frobenius norm with the log-scale kept).
+    G_t is the Hermitian kernel of (K^H K)^(2^(t-1)), whose spectral radius at every theta is at most
+    its largest row abs-sum over channels and taps: sigma_max(K(theta))^(2^t) <= max_i sum_j,b |G_t[i, j, b]|.
     That supremum bounds the circular convolution on every grid, hence zero padding on every input size
-    and every stride. Differentiable; starts from the smaller channel side.
+    and every stride. The products run frequency by frequency on a DFT grid as large as G_t's support,
+    2^t (k - 1) + 1 taps, so the spatial kernel is recovered exactly. Differentiable; uses the smaller
+    channel side.
     """
     if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
         raise ValueError(f"iterations must be a positive integer, got {iterations!r}")
-    gram = kernel if kernel.shape[0] >= kernel.shape[1] else kernel_adjoint(kernel)
+    spatial = _dims(kernel)
+    axes = tuple(range(2, 2 + spatial))
+    grid = [2**iterations * (k - 1) + 1 for k in kernel.shape[2:]]
+    symbol = torch.fft.fftn(kernel, s=grid, dim=axes).permute(*axes, 0, 1).reshape(-1, *kernel.shape[:2])
+    symbol = symbol if kernel.shape[0] >= kernel.shape[1] else symbol.mH
+    # the real form [[A, -B], [B, A]] of A + iB turns complex products (slow batched on CPU) into real ones
+    gram = torch.cat([torch.cat([symbol.real, -symbol.imag], -1), torch.cat([symbol.imag, symbol.real], -1)], -2)
+    scale = math.sqrt(2.0 * math.prod(grid))  # Parseval, and the real form doubles the squared Frobenius norm
     log_scale = kernel.new_zeros(())
     for _ in range(iterations):
-        frobenius = torch.linalg.vector_norm(gram).clamp(min=torch.finfo(gram.dtype).tiny)
+        frobenius = (torch.linalg.vector_norm(gram) / scale).clamp(min=torch.finfo(kernel.dtype).tiny)
         gram = gram / frobenius
         log_scale = 2.0 * (log_scale + torch.log(frobenius))
-        gram = kernel_gram(gram)
-    row_sums = gram.abs().flatten(1).sum(dim=1).max()
+        gram = gram.mT @ gram
+    half = gram.shape[-1] // 2
+    gram = torch.complex(gram[..., :half, :half], gram[..., half:, :half])
+    taps = gram.reshape(*grid, half, half).permute(spatial, spatial + 1, *range(spatial))
+    taps = torch.fft.ifftn(taps, dim=axes).real
+    row_sums = taps.abs().flatten(1).sum(dim=1).max()
     return torch.exp((log_scale + torch.log(row_sums)) / 2.0**iterations)
