@@ -9,7 +9,7 @@ HKRMulticlassLoss (one-vs-rest hinge). The deel model is certified twice: with i
 layers report the exact largest singular value of their weights.
 PGD at 0.999 x every radius checks each certificate on the test points.
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/certify.py            # about 2.5 minutes on 2 cores
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/certify.py            # about 3 minutes on 2 cores
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/certify.py --quick    # a 20-second smoke run
 """
 
@@ -63,10 +63,12 @@ def train_for(model: nn.Module, loss, x: torch.Tensor, y: torch.Tensor, args: ar
 
 
 def lipnets_model(hidden: int) -> nn.Module:
+    """64 -> hidden -> hidden -> 10 with orthogonal (Björck) layers and GroupSort2: 1-Lipschitz l2 -> l2."""
     return lipnets.LipschitzMLP(64, 10, hidden=(hidden, hidden), input_norm="2", hidden_norm="orthogonal")
 
 
 def deel_model(hidden: int) -> nn.Module:
+    """deel-torchlip's equivalent: SpectralLinear layers (power iteration + Björck) and GroupSort2."""
     return torchlip.Sequential(
         torchlip.SpectralLinear(64, hidden), torchlip.GroupSort2(),
         torchlip.SpectralLinear(hidden, hidden), torchlip.GroupSort2(),
@@ -118,52 +120,81 @@ def evaluate(name: str, model: nn.Module, radius: torch.Tensor, x: torch.Tensor,
     return row
 
 
+def run_seed(args: argparse.Namespace, seed: int) -> list[dict]:
+    """Train and certify both models on one split and seed; one row per (model, certificate)."""
+    args.seed = seed
+    x_train, y_train, x_test, y_test = digits(seed)
+    rows = []
+
+    torch.manual_seed(seed)
+    ours = lipnets_model(args.hidden)
+    epochs, seconds = train_for(ours, HKRLoss(args.alpha, args.margin), x_train, y_train, args)
+    common = {"epochs": epochs, "s/epoch": seconds / epochs, "L": lipnets.lipschitz_bound(ours)}
+    rows.append(evaluate("lipnets, last-layer radius", ours, certified_radius(ours, x_test), x_test, y_test, common, args))
+    rows.append(evaluate("lipnets, sqrt(2) L radius", ours, certified_radius(ours, x_test, method="generic"), x_test, y_test, common, args))
+
+    torch.manual_seed(seed)
+    theirs = deel_model(args.hidden)
+    # deel's HKR is (1 - a) KR + a hinge: a = alpha / (1 + alpha) weighs the hinge as lipnets' KR + alpha hinge.
+    deel_loss = torchlip.HKRMulticlassLoss(alpha=args.alpha / (1.0 + args.alpha), min_margin=args.margin)
+    one_hot = lambda logits, labels: deel_loss(logits, nn.functional.one_hot(labels, 10).to(logits.dtype))  # noqa: E731
+    epochs, seconds = train_for(theirs, one_hot, x_train, y_train, args)
+    measured = measured_copy(theirs)
+    with torch.no_grad():
+        gap = float((measured(x_test) - theirs(x_test)).abs().max())
+    if gap > 1e-4:
+        raise RuntimeError(f"the measured copy of the deel model differs from it by {gap:.3g}")
+    common = {"epochs": epochs, "s/epoch": seconds / epochs}
+    rows.append(evaluate("deel-torchlip, declared K=1", theirs, declared_radius(theirs, x_test), x_test, y_test, {**common, "L": 1.0}, args))
+    measured_l = {**common, "L": lipnets.lipschitz_bound(measured)}
+    rows.append(evaluate("deel-torchlip, SVD + last-layer (lipnets)", measured, certified_radius(measured, x_test), x_test, y_test, measured_l, args))
+    return rows
+
+
+def summarise(per_seed: list[list[dict]]) -> list[dict]:
+    """Mean (and spread) over seeds of every number; PGD flips and epochs are summed / averaged as counts."""
+    summary = []
+    for rows in zip(*per_seed):
+        row = {"model / certificate": rows[0]["model / certificate"]}
+        for key in rows[0]:
+            if key == "model / certificate":
+                continue
+            values = torch.tensor([float(r[key]) for r in rows], dtype=torch.float64)
+            if key == "PGD flips inside":
+                row[key] = int(values.sum())
+            elif key == "L":
+                row["max L"] = f"{float(values.max()):.6f}"
+            elif key in ("epochs", "s/epoch"):
+                row[key] = f"{float(values.mean()):.3g}"
+            else:
+                spread = float(values.std()) if len(values) > 1 else 0.0
+                row[key] = f"{float(values.mean()):.4f} ± {spread:.4f}"
+        summary.append(row)
+    return summary
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--budget", type=float, default=60.0, help="training seconds per model (default 60)")
+    parser.add_argument("--budget", type=float, default=20.0, help="training seconds per model and seed (default 20)")
     parser.add_argument("--epochs", type=int, default=None, help="train both for this many epochs instead of --budget seconds")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="data splits and seeds (default 0 1 2)")
     parser.add_argument("--hidden", type=int, default=128, help="hidden width of both models (default 128)")
     parser.add_argument("--lr", type=float, default=1e-2, help="Adam learning rate of both models (default 1e-2)")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--alpha", type=float, default=5.0, help="HKR hinge weight: lipnets KR + alpha hinge, deel alpha/(1+alpha) (default 5)")
     parser.add_argument("--margin", type=float, default=1.5, help="HKR hinge margin of both models (default 1.5)")
     parser.add_argument("--attack-steps", type=int, default=30)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--quick", action="store_true", help="5 s per model, for a smoke test")
+    parser.add_argument("--quick", action="store_true", help="one seed, 5 s per model, for a smoke test")
     parser.add_argument("--no-write", action="store_true", help="do not write benchmarks/results/certify.md")
     args = parser.parse_args(argv)
     if args.quick:
-        args.budget, args.attack_steps = 5.0, 10
-    torch.manual_seed(args.seed)
-    x_train, y_train, x_test, y_test = digits(args.seed)
-    rows = []
-
-    torch.manual_seed(args.seed)
-    ours = lipnets_model(args.hidden)
-    epochs, seconds = train_for(ours, HKRLoss(args.alpha, args.margin), x_train, y_train, args)
-    common = {"epochs": epochs, "train s": round(seconds, 1)}
-    ours_l = lipnets.lipschitz_bound(ours)
-    rows.append(evaluate("lipnets, last-layer radius", ours, certified_radius(ours, x_test), x_test, y_test, {**common, "L": f"{ours_l:.6f}"}, args))
-    rows.append(evaluate("lipnets, sqrt(2) L radius", ours, certified_radius(ours, x_test, method="generic"), x_test, y_test, {**common, "L": f"{ours_l:.6f}"}, args))
-
-    torch.manual_seed(args.seed)
-    theirs = deel_model(args.hidden)
-    # deel's HKR is (1 - a) KR + a hinge: a = alpha / (1 + alpha) weighs the hinge as lipnets' KR + alpha hinge.
-    deel_loss = torchlip.HKRMulticlassLoss(alpha=args.alpha / (1.0 + args.alpha), min_margin=args.margin)
-    one_hot = lambda logits, labels: deel_loss(logits, nn.functional.one_hot(labels, 10).to(logits.dtype))  # noqa: E731
-    epochs, seconds = train_for(theirs, one_hot, x_train, y_train, args)
-    common = {"epochs": epochs, "train s": round(seconds, 1)}
-    measured = measured_copy(theirs)
-    with torch.no_grad():
-        gap = float((measured(x_test) - theirs(x_test)).abs().max())
-    if gap > 1e-4:
-        raise RuntimeError(f"the measured copy of the deel model differs from it by {gap:.3g}")
-    theirs_l = lipnets.lipschitz_bound(measured)
-    rows.append(evaluate("deel-torchlip, declared K=1", theirs, declared_radius(theirs, x_test), x_test, y_test, {**common, "L": "1 (declared)"}, args))
-    rows.append(evaluate("deel-torchlip, SVD + last-layer (lipnets)", measured, certified_radius(measured, x_test), x_test, y_test, {**common, "L": f"{theirs_l:.6f}"}, args))
-
+        args.budget, args.attack_steps, args.seeds = 5.0, 10, args.seeds[:1]
+    rows = summarise([run_seed(args, seed) for seed in args.seeds])
     training = f"{args.epochs} epochs" if args.epochs else f"{args.budget:g} s"
-    title = f"Certified l2 accuracy on load_digits test split ({len(x_test)} points), {training} of training each"
+    title = (
+        f"Certified l2 accuracy on load_digits test splits (540 points each), {training} of training per model, "
+        f"mean ± std over seeds {' '.join(map(str, args.seeds))}"
+    )
     table = format_table(rows, title)
     print(table)
     if not args.no_write and not args.quick:

@@ -5,8 +5,8 @@ eval-mode forward under no_grad, for the plain twin (nn.Linear / nn.Conv2d and t
 every lipnets norm, the exported model (`lipnets.export.to_plain`), monotonicnetworks (`direct_norm`),
 deel-torchlip (SpectralLinear = spectral + Björck, FrobeniusLinear, SpectralConv2d) and orthogonium
 (OrthoLinear), eager and under torch.compile. Twins are timed in interleaved rounds (each round times
-every variant once with `blocked_autorange`) and the median over rounds is reported, so a burst of load
-from other processes hits all variants alike. Peak training memory is the resident state (parameters,
+every variant once with `blocked_autorange`); a ratio is the median over rounds of the per-round ratio
+to the plain twin, so load from other processes that drifts between rounds cancels out. Peak training memory is the resident state (parameters,
 gradients, optimizer state, buffers) plus the peak of live tensor allocations during one step, read from
 the allocation events of `torch.profiler(profile_memory=True)`.
 
@@ -136,14 +136,23 @@ def conv_variants(compile_models: bool) -> dict[str, Variant] | None:
         return nn.Sequential(conv(3, 32), GroupSort(2, dim=1), conv(32, 32), GroupSort(2, dim=1), nn.Flatten(), nn.Linear(32 * 32 * 32, 10))
 
     variants = {"plain nn.Conv2d": Variant(lambda: net(lambda c_in, c_out: nn.Conv2d(c_in, c_out, 3, padding=1)))}
-    for norm in ("orthogonal", "2"):
-        variants[f"lipnets LipschitzConv2d {norm}"] = Variant(
-            lambda norm=norm: net(lambda c_in, c_out: LipschitzConv2d(c_in, c_out, 3, padding=1, norm=norm))
+    for norm, mode in (("spectral", "reparam"), ("aol", "reparam"), ("orthogonal", "reparam"), ("orthogonal", "project")):
+        variants[f"lipnets LipschitzConv2d {norm} {mode}"] = Variant(
+            lambda norm=norm, mode=mode: net(lambda c_in, c_out: LipschitzConv2d(c_in, c_out, 3, padding=1, norm=norm, mode=mode))
         )
+    variants["lipnets conv exported"] = Variant(
+        lambda: lipnets.export.to_plain(net(lambda c_in, c_out: LipschitzConv2d(c_in, c_out, 3, padding=1, norm="aol"))), trains=False
+    )
     if importlib.util.find_spec("deel"):
         from deel import torchlip
 
         variants["deel-torchlip SpectralConv2d"] = Variant(lambda: net(lambda c_in, c_out: torchlip.SpectralConv2d(c_in, c_out, 3, padding=1)))
+    if importlib.util.find_spec("orthogonium"):
+        from orthogonium.layers.conv.AOC.ortho_conv import AdaptiveOrthoConv2d
+
+        variants["orthogonium AdaptiveOrthoConv2d"] = Variant(
+            lambda: net(lambda c_in, c_out: AdaptiveOrthoConv2d(c_in, c_out, 3, padding=1, padding_mode="zeros"))
+        )
     if compile_models:
         variants["plain nn.Conv2d (compiled)"] = Variant(variants["plain nn.Conv2d"].build, compiled=True)
     return variants
@@ -225,25 +234,33 @@ def time_variants(variants: dict[str, Variant], inputs: tuple[torch.Tensor, torc
         call(), call()
         if variants[key[0]].compiled:
             print(f"  compiled {key[0]} {key[1]} in {time.perf_counter() - start:.0f} s", file=sys.stderr)
-    medians: dict[tuple[str, str], list[float]] = {key: [] for key in calls}
+    samples: dict[tuple[str, str], list[float]] = {key: [] for key in calls}
     for _ in range(rounds):
         for key, call in calls.items():
             timer = benchmark.Timer("call()", globals={"call": call}, num_threads=torch.get_num_threads())
-            medians[key].append(timer.blocked_autorange(min_run_time=min_time).median)
-    timing = {key: statistics.median(values) for key, values in medians.items()}
+            samples[key].append(timer.blocked_autorange(min_run_time=min_time).median)
     base = next(iter(variants))
+
+    def twin(name: str, kind: str) -> tuple[str, str]:
+        """The plain twin a variant is compared with: the compiled one for compiled variants."""
+        compiled_base = (f"{base} (compiled)", kind)
+        return compiled_base if variants[name].compiled and compiled_base in samples else (base, kind)
+
+    def ratio(name: str, kind: str) -> str:
+        """Median over rounds of the per-round ratio: load that drifts between rounds cancels out."""
+        pairs = zip(samples[name, kind], samples[twin(name, kind)])
+        return f"{statistics.median(mine / plain for mine, plain in pairs):.2f}x"
+
     rows = []
     for name, variant in variants.items():
-        train = timing.get((name, "train"))
-        plain_train = timing[base, "train"] if not variant.compiled else timing.get((f"{base} (compiled)", "train"), timing[base, "train"])
-        plain_eval = timing[base, "eval"] if not variant.compiled else timing.get((f"{base} (compiled)", "eval"), timing[base, "eval"])
+        trains = (name, "train") in samples
         rows.append(
             {
                 "variant": name,
-                "train step ms": f"{1e3 * train:.3g}" if train else "-",
-                "train ratio": f"{train / plain_train:.2f}x" if train else "-",
-                "eval ms": f"{1e3 * timing[name, 'eval']:.3g}",
-                "eval ratio": f"{timing[name, 'eval'] / plain_eval:.2f}x",
+                "train step ms": f"{1e3 * statistics.median(samples[name, 'train']):.3g}" if trains else "-",
+                "train ratio": ratio(name, "train") if trains else "-",
+                "eval ms": f"{1e3 * statistics.median(samples[name, 'eval']):.3g}",
+                "eval ratio": ratio(name, "eval"),
                 "peak train MiB": f"{memory[name]:.3g}" if name in memory else "-",
                 "memory ratio": f"{memory[name] / memory[base]:.2f}x" if name in memory else "-",
             }
@@ -257,7 +274,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile variants")
     parser.add_argument("--write", action="store_true", help=f"write the tables to {RESULTS}")
     args = parser.parse_args(argv)
-    rounds, min_time = (2, 0.05) if args.quick else (5, 0.3)
+    rounds, min_time = (2, 0.05) if args.quick else (11, 0.1)
     compile_models = not args.no_compile
     torch.manual_seed(0)
     sections = []
@@ -280,8 +297,8 @@ def main(argv: list[str] | None = None) -> None:
             f"Command: `{command.strip()}`",
             "",
             f"Machine: {platform.machine()}, {torch.get_num_threads()} torch thread(s), 2 CPU cores shared with other work; "
-            f"torch {torch.__version__}. Medians over {rounds} interleaved rounds; ratios are to the plain twin "
-            "(compiled variants to the compiled plain twin). Peak memory: resident state plus the peak of live "
+            f"torch {torch.__version__}. Times are medians over {rounds} interleaved rounds; a ratio is the "
+            "median over rounds of the per-round ratio to the plain twin (compiled variants: to the compiled plain twin). Peak memory: resident state plus the peak of live "
             "allocations during one eager training step (allocation and free events of torch.profiler, at op granularity).",
             "",
         ]

@@ -79,3 +79,37 @@ def test_guarantees_hold_after_autocast_training(name: str, dtype: torch.dtype) 
     with torch.no_grad():
         high = model(x)
     assert float((low - high).abs().max()) <= 0.05 * (1 + float(high.abs().max()))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_convolutions_keep_their_bound_under_autocast(dtype: torch.dtype) -> None:
+    """Every convolution constraint and the SLL block: full-precision kernels inside autocast, and the
+    bound proven for the input size stays within 1 after low-precision training steps."""
+    from lipnets.layers.conv import LipschitzConv2d, SLLBlock
+
+    model = nn.Sequential(
+        LipschitzConv2d(2, 4, 3, padding=1, norm="spectral", mode="project"),
+        lipnets.GroupSort(2, dim=1),
+        LipschitzConv2d(4, 4, 3, padding=1, norm="orthogonal"),
+        lipnets.GroupSort(2, dim=1),
+        LipschitzConv2d(4, 4, 3, padding=1, norm="aol"),
+        SLLBlock(4),
+    )
+    x = torch.randn(16, 2, 8, 8)
+    convolutions = [layer for layer in model if isinstance(layer, LipschitzConv2d)]
+    expected = [layer.weight.detach().clone() for layer in convolutions]
+    with torch.autocast("cpu", dtype=dtype):
+        assert all(torch.equal(layer.weight, weight) for layer, weight in zip(convolutions, expected))
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.05)
+    scaler = torch.amp.GradScaler("cpu", enabled=dtype == torch.float16)
+    for _ in range(5):
+        optimizer.zero_grad()
+        with torch.autocast("cpu", dtype=dtype):
+            loss = -model(x).float().square().mean()  # pushes every layer towards its largest gain
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        lipnets.project_(model)
+    for training in (True, False):
+        model.train(training)
+        assert lipnets.lipschitz_bound(model, input_shape=(2, 8, 8)) <= 1 + ROUNDING

@@ -129,8 +129,8 @@ def certified_radius(
     constant of a logit difference, c L with c = sqrt(2), 2, 1 for an l2, l_inf, l1 output
     (method="generic"), or, for a Sequential ending in a linear layer, min_j (f_k - f_j) /
     (L' ||w_k - w_j||_{r*}) (method="last-layer", never smaller than the generic radius). "auto" uses
-    the last-layer radius where it applies. A tie gives radius 0. Returns float64, one radius per
-    input. `input_shape` defaults to x.shape[1:] (convolution bounds need it). Evaluate the model in
+    the last-layer radius where it applies; a binary model always gets |f| / L, which both methods
+    equal. A tie gives radius 0. Returns float64, one radius per input. `input_shape` defaults to x.shape[1:] (convolution bounds need it). Evaluate the model in
     eval mode: the bound is that of the mode the model is in.
     """
     if method not in METHODS:

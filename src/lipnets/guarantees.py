@@ -54,7 +54,7 @@ def empirical_lipschitz(
     """
     x = check_finite(x).detach()
     if input_norm is None or output_norm is None:
-        tracked = tracked_norms(model)
+        tracked = tracked_norms(model, tuple(x.shape[1:]))
         input_norm, output_norm = input_norm or tracked[0], output_norm or tracked[1]
     p_in, p_out = order(input_norm), order(output_norm)
     generator = torch.Generator(device="cpu").manual_seed(seed)

@@ -149,6 +149,10 @@ class _CriticTrainer:
         """`steps` Adam steps maximising the dual objective on detached samples."""
         x, y, weights_x, weights_y = (t.detach() for t in (x, y, weights_x, weights_y))
         self.critic.train()
+        with torch.enable_grad():  # also when the caller evaluates the loss under torch.no_grad()
+            self._steps(x, y, weights_x, weights_y, steps)
+
+    def _steps(self, x: torch.Tensor, y: torch.Tensor, weights_x: torch.Tensor, weights_y: torch.Tensor, steps: int) -> None:
         for _ in range(steps):
             bx, bwx = self._batch(x, weights_x)
             by, bwy = self._batch(y, weights_y)
@@ -260,7 +264,8 @@ def wasserstein1(
     """Estimate W1 between the weighted samples x ~ P and y ~ Q; return (distance, critic).
 
     Ground metric: the l_`norm` distance ("1", "2" or "inf"). Weights (energies, as in NEEMo) are
-    normalised to probability measures; None means uniform. The critic (from `make_critic`, or the
+    normalised to probability measures; None means uniform. (The Energy Mover's Distance of events
+    with different total energies adds |E_P - E_Q| to this, as in Komiske et al.) The critic (from `make_critic`, or the
     one given, which is trained further in place) maximises the Kantorovich-Rubinstein dual for
     `steps` Adam steps, full batch or on weighted minibatches of `batch_size`.
 
@@ -281,6 +286,9 @@ def wasserstein1(
     if critic is None:
         critic = seeded(seed, make_critic, x.shape[1], norm, hidden, dtype=x.dtype, device=x.device)
     check_critic(critic, norm)
+    parameter = next(critic.parameters(), None)
+    if parameter is not None:  # train in the critic's dtype and on its device
+        x, y, weights_x, weights_y = (t.to(device=parameter.device, dtype=parameter.dtype) for t in (x, y, weights_x, weights_y))
     _CriticTrainer(critic, lr, batch_size, seed).ascend(x, y, weights_x, weights_y, int(steps))
     critic.eval()
     if refine:

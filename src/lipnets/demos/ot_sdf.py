@@ -78,7 +78,7 @@ def _sdf_rows(out_dir: Path, quick: bool) -> list[dict]:
     _, _, probes = _grid(np.array([-2.0, -2.0]), np.array([2.0, 2.0]))
     near = probes[np.abs(_annulus_sdf(probes)) < 0.5]
     error = np.abs(model.score_samples(near) - model.eps_ - _annulus_sdf(near)).mean()
-    rows.append(_row("annulus", model, ring) | {"mean |f - eps - SDF| within 0.5": round(float(error), 3)})
+    rows.append(_row("annulus", model, ring) | {"mean abs(f - eps - SDF), 0.5 around the ring": round(float(error), 3)})
     return rows
 
 
