@@ -24,6 +24,19 @@ _LAZY = {
     "LipschitzConv2d": "lipnets.layers.conv",
     "SLLBlock": "lipnets.layers.conv",
     "LipschitzConvNet": "lipnets.convnets",
+    "History": "lipnets.train",
+    "wasserstein1": "lipnets.ot",
+    "Wasserstein1Loss": "lipnets.ot",
+    "OneClassSDF": "lipnets.sdf",
+    "L2NormPool2d": "lipnets.layers.pooling",
+    "ScaledAvgPool2d": "lipnets.layers.pooling",
+    "InvertibleDownsampling": "lipnets.layers.pooling",
+    "GlobalL2Pool2d": "lipnets.layers.pooling",
+    "LayerCentering": "lipnets.layers.pooling",
+    "MonotonicRegressor": "lipnets.sklearn",
+    "MonotonicClassifier": "lipnets.sklearn",
+    "LipschitzRegressor": "lipnets.sklearn",
+    "LipschitzClassifier": "lipnets.sklearn",
 }
 
 

@@ -107,7 +107,8 @@ def _last_layer_radius(rest: nn.Sequential, last: nn.Linear, logits: torch.Tenso
     inner = bound_of(rest, input_shape, name="model") if len(rest) else Bound(1.0, None, None)
     r = inner.output_norm or as_vector_norm(last.input_norm)
     weight = last.weight.detach().to(torch.float64)
-    rows = torch.cdist(weight.unsqueeze(0), weight.unsqueeze(0), p=order(dual(r)))[0]
+    # Direct differences, not the |a|^2 + |b|^2 - 2ab shortcut that can round a distance down.
+    rows = torch.cdist(weight[None], weight[None], p=order(dual(r)), compute_mode="donot_use_mm_for_euclid_dist")[0]
     top = logits.argmax(dim=1)
     gaps = logits.gather(1, top[:, None]) - logits
     ratios = _ratio(gaps, inner.value * rows[top])
@@ -130,8 +131,9 @@ def certified_radius(
     (method="generic"), or, for a Sequential ending in a linear layer, min_j (f_k - f_j) /
     (L' ||w_k - w_j||_{r*}) (method="last-layer", never smaller than the generic radius). "auto" uses
     the last-layer radius where it applies; a binary model always gets |f| / L, which both methods
-    equal. A tie gives radius 0. Returns float64, one radius per input. `input_shape` defaults to x.shape[1:] (convolution bounds need it). Evaluate the model in
-    eval mode: the bound is that of the mode the model is in.
+    equal. A tie gives radius 0. Returns float64, one radius per input. `input_shape` defaults to
+    x.shape[1:] (convolution bounds need it). Evaluate the model in eval mode: the bound is that of
+    the mode the model is in.
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}: choose one of {', '.join(METHODS)}")
@@ -152,11 +154,13 @@ def certified_radius(
 
 def _eps_list(eps) -> tuple[list[float], bool]:
     """(values, single): eps as a list of finite non-negative floats, and whether one number was given."""
-    single = isinstance(eps, (int, float)) or (isinstance(eps, torch.Tensor) and eps.dim() == 0)
-    values = [float(eps)] if single else [float(e) for e in (eps.flatten() if isinstance(eps, torch.Tensor) else eps)]
-    if not values or any(not math.isfinite(e) or e < 0 for e in values):
+    try:
+        values = torch.as_tensor(eps, dtype=torch.float64)
+    except (TypeError, ValueError, RuntimeError):
+        raise ValueError(f"eps must be one or more finite numbers >= 0, got {eps!r}") from None
+    if values.numel() == 0 or not torch.isfinite(values).all() or (values < 0).any():
         raise ValueError(f"eps must be one or more finite numbers >= 0, got {eps!r}")
-    return values, single
+    return values.flatten().tolist(), values.dim() == 0
 
 
 @torch.no_grad()
