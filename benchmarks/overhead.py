@@ -5,7 +5,9 @@ eval-mode forward under no_grad, for the plain twin (nn.Linear / nn.Conv2d and t
 every lipnets norm, the exported model (`lipnets.export.to_plain`), monotonicnetworks (`direct_norm`),
 deel-torchlip (SpectralLinear = spectral + Björck, FrobeniusLinear, SpectralConv2d) and orthogonium
 (OrthoLinear), eager and under torch.compile. Twins are timed in interleaved rounds (each round times
-every variant once with `blocked_autorange`); a ratio is the median over rounds of the per-round ratio
+every variant once with `blocked_autorange`). The clock is the thread's CPU time: with one torch thread
+all work runs on the calling thread, and CPU time does not count the time the process waits while
+other processes hold the cores (wall time on this shared machine varied 5x between runs). A ratio is the median over rounds of the per-round ratio
 to the plain twin, so load from other processes that drifts between rounds cancels out. Peak training memory is the resident state (parameters,
 gradients, optimizer state, buffers) plus the peak of live tensor allocations during one step, read from
 the allocation events of `torch.profiler(profile_memory=True)`.
@@ -237,7 +239,7 @@ def time_variants(variants: dict[str, Variant], inputs: tuple[torch.Tensor, torc
     samples: dict[tuple[str, str], list[float]] = {key: [] for key in calls}
     for _ in range(rounds):
         for key, call in calls.items():
-            timer = benchmark.Timer("call()", globals={"call": call}, num_threads=torch.get_num_threads())
+            timer = benchmark.Timer("call()", globals={"call": call}, num_threads=torch.get_num_threads(), timer=time.thread_time)
             samples[key].append(timer.blocked_autorange(min_run_time=min_time).median)
     base = next(iter(variants))
 
@@ -297,7 +299,8 @@ def main(argv: list[str] | None = None) -> None:
             f"Command: `{command.strip()}`",
             "",
             f"Machine: {platform.machine()}, {torch.get_num_threads()} torch thread(s), 2 CPU cores shared with other work; "
-            f"torch {torch.__version__}. Times are medians over {rounds} interleaved rounds; a ratio is the "
+            f"torch {torch.__version__}. Times are CPU time of the calling thread (all work runs there with one torch "
+            "thread; it excludes waiting while other processes hold the cores), medians over {rounds} interleaved rounds; a ratio is the "
             "median over rounds of the per-round ratio to the plain twin (compiled variants: to the compiled plain twin). Peak memory: resident state plus the peak of live "
             "allocations during one eager training step (allocation and free events of torch.profiler, at op granularity).",
             "",

@@ -52,16 +52,18 @@ class WeightConstraint(nn.Module):
     def _normalize_full_precision(self, weight: torch.Tensor, refined: bool = False) -> torch.Tensor:
         # Under autocast the normalisation still runs in the weight's own precision (float32 or
         # float64), so low-precision matmuls can never loosen a constraint.
-        with torch.autocast(device_type=weight.device.type, enabled=False):
-            normalized = self.normalize(weight)
-            return self.refine(normalized) if refined else normalized
+        if torch.is_autocast_enabled(weight.device.type):
+            with torch.autocast(device_type=weight.device.type, enabled=False):
+                return self._normalize_full_precision(weight, refined)
+        normalized = self.normalize(weight)
+        return self.refine(normalized) if refined else normalized
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
         if self.training or (torch.is_grad_enabled() and weight.requires_grad):
             if self._cache is not None:
                 self._cache = None
             return self._normalize_full_precision(weight)
-        return self._cached_eagerly(weight)
+        return self._cached_eagerly(weight) if torch.compiler.is_compiling() else self.cached(weight)
 
     def cached(self, weight: torch.Tensor) -> torch.Tensor:
         """The refined normalised weight, recomputed only when `weight` changed (eval mode, no gradient)."""
