@@ -4,10 +4,11 @@ VENV := .venv
 PIP := $(VENV)/bin/pip -q
 CONSTRAINTS := .ci/constraints.txt
 
-$(VENV)/.installed: pyproject.toml $(CONSTRAINTS)
+$(VENV)/.installed: pyproject.toml $(CONSTRAINTS) benchmarks/requirements.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -c $(CONSTRAINTS) torch
 	$(PIP) install -c $(CONSTRAINTS) -e ".[test]"
+	$(PIP) install --no-deps -c $(CONSTRAINTS) -r benchmarks/requirements.txt
 	touch $@
 
 setup: $(VENV)/.installed

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import platform
 import sys
 import time
 from pathlib import Path
@@ -33,7 +32,7 @@ from lipnets.attacks import pgd
 from lipnets.certify import certified_radius, predicted_labels
 from lipnets.losses import HKRLoss
 from lipnets.norms import operator_norm
-from lipnets.reporting import format_table
+from lipnets.reporting import benchmark_record, format_table
 
 EPS = (0.1, 0.25, 0.5, 1.0)
 RESULTS = Path(__file__).parent / "results" / "certify.md"
@@ -201,10 +200,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     table = format_table(rows, title)
     print(table)
     if not args.no_write and not args.quick:
-        command = "OMP_NUM_THREADS=1 .venv/bin/python benchmarks/certify.py " + " ".join(argv if argv is not None else sys.argv[1:])
-        machine = f"{platform.machine()}, {torch.get_num_threads()} torch thread(s), torch {torch.__version__}, deel-torchlip {torchlip.__version__}"
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(f"# certify\n\nCommand: `{command.strip()}`\n\nMachine: 2 CPU cores shared with other work; {machine}\n\n{table}\n")
+        arguments = argv if argv is not None else sys.argv[1:]
+        RESULTS.write_text(benchmark_record("certify", "benchmarks/certify.py", arguments, table, f"deel-torchlip {torchlip.__version__}"))
     return rows
 
 

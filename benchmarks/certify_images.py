@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import platform
 import sys
 import time
 from pathlib import Path
@@ -34,7 +33,7 @@ from lipnets.convnets import LipschitzConvNet
 from lipnets.datasets.images import load_digits_images, load_mnist1d
 from lipnets.losses import MulticlassHingeLoss
 from lipnets.norms import conv_norm_bound, operator_norm
-from lipnets.reporting import format_table
+from lipnets.reporting import benchmark_record, format_table
 
 EPS = {"digits": (0.1, 0.25, 0.5), "mnist1d": (0.05, 0.1, 0.25)}
 """MNIST-1D signals in [0, 1] are 40 samples long and their classes lie closer together than the digits'."""
@@ -183,11 +182,10 @@ def main(argv: list[str] | None = None) -> dict[str, list[dict]]:
         tables.append(format_table(results[name], title))
         print(tables[-1] + "\n", flush=True)
     if not args.no_write and not args.quick:
-        command = "OMP_NUM_THREADS=1 .venv/bin/python benchmarks/certify_images.py " + " ".join(argv if argv is not None else sys.argv[1:])
-        machine = f"{platform.machine()}, {torch.get_num_threads()} torch thread(s), torch {torch.__version__}, deel-torchlip {torchlip.__version__}"
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
         body = "\n\n".join(tables)
-        RESULTS.write_text(f"# certify_images\n\nCommand: `{command.strip()}`\n\nMachine: 2 CPU cores shared with other work; {machine}\n\n{body}\n")
+        arguments = argv if argv is not None else sys.argv[1:]
+        RESULTS.write_text(benchmark_record("certify_images", "benchmarks/certify_images.py", arguments, body, f"deel-torchlip {torchlip.__version__}"))
     return results
 
 

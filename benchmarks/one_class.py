@@ -14,7 +14,6 @@ any l2 attack of radius eps, in the units of the detector's input ([0, 1] pixels
 from __future__ import annotations
 
 import argparse
-import platform
 import sys
 import time
 from pathlib import Path
@@ -29,7 +28,7 @@ from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import OneClassSVM
 
-from lipnets.reporting import format_table
+from lipnets.reporting import benchmark_record, format_table
 from lipnets.sdf import OneClassSDF
 
 RESULTS = Path(__file__).parent / "results" / "one_class.md"
@@ -97,10 +96,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     table = format_table(rows, title)
     print(table)
     if not args.no_write and not args.quick:
-        command = "OMP_NUM_THREADS=1 .venv/bin/python benchmarks/one_class.py " + " ".join(argv if argv is not None else sys.argv[1:])
-        machine = f"{platform.machine()}, {torch.get_num_threads()} torch thread(s), torch {torch.__version__}, scikit-learn {sklearn.__version__}"
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(f"# one_class\n\nCommand: `{command.strip()}`\n\nMachine: 2 CPU cores shared with other work; {machine}\n\n{table}\n")
+        arguments = argv if argv is not None else sys.argv[1:]
+        RESULTS.write_text(benchmark_record("one_class", "benchmarks/one_class.py", arguments, table, f"scikit-learn {sklearn.__version__}"))
     return rows
 
 

@@ -14,7 +14,6 @@ feasible dual value. Targets (issue 7): <= 1% in 2-D, <= 3% in 32-D.
 from __future__ import annotations
 
 import argparse
-import platform
 import sys
 import time
 from pathlib import Path
@@ -24,7 +23,7 @@ import ot as pot
 import torch
 
 from lipnets.ot import c_transform, wasserstein1
-from lipnets.reporting import format_table
+from lipnets.reporting import benchmark_record, format_table
 
 RESULTS = Path(__file__).parent / "results" / "wasserstein.md"
 
@@ -102,10 +101,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     table = format_table(rows, title)
     print(table)
     if not args.no_write and not args.quick:
-        command = "OMP_NUM_THREADS=1 .venv/bin/python benchmarks/wasserstein.py " + " ".join(argv if argv is not None else sys.argv[1:])
-        machine = f"{platform.machine()}, {torch.get_num_threads()} torch thread(s), torch {torch.__version__}, POT {pot.__version__}"
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(f"# wasserstein\n\nCommand: `{command.strip()}`\n\nMachine: 2 CPU cores shared with other work; {machine}\n\n{table}\n")
+        arguments = argv if argv is not None else sys.argv[1:]
+        RESULTS.write_text(benchmark_record("wasserstein", "benchmarks/wasserstein.py", arguments, table, f"POT {pot.__version__}"))
     return rows
 
 

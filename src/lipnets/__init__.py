@@ -72,6 +72,7 @@ __all__ = [
     "NormChainError",
     "UntrackedModuleError",
     "bound_of",
+    "export",
     "check_monotonic",
     "empirical_lipschitz",
     "lipschitz_bound",

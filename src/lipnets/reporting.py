@@ -27,3 +27,15 @@ def format_table(rows: Sequence[dict], title: str | None = None) -> str:
 def print_table(rows: Sequence[dict], title: str | None = None) -> None:
     """Print `format_table(rows, title)` followed by a blank line."""
     print(format_table(rows, title) + "\n")
+
+
+def benchmark_record(name: str, script: str, argv: Sequence[str], body: str, versions: str = "") -> str:
+    """The Markdown record of a benchmark run: a title, the command that produced it, the machine, `body`."""
+    import platform
+
+    import torch
+
+    command = " ".join(["OMP_NUM_THREADS=1 .venv/bin/python", script, *argv])
+    machine = f"{platform.machine()}, {torch.get_num_threads()} torch thread(s), torch {torch.__version__}"
+    machine += f", {versions}" if versions else ""
+    return f"# {name}\n\nCommand: `{command}`\n\nMachine: 2 CPU cores shared with other work; {machine}\n\n{body}\n"

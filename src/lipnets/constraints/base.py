@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import abc
 import math
 
 import torch
@@ -19,7 +20,7 @@ def check_lipschitz(value: float, name: str = "lipschitz") -> float:
     return number
 
 
-class WeightConstraint(nn.Module):
+class WeightConstraint(nn.Module, abc.ABC):
     """A `torch.nn.utils.parametrize` parametrization mapping a free weight into a feasible set.
 
     Subclasses implement `normalize` (differentiable, used in training: Algorithm 1 of Kitouni et al.)
@@ -34,8 +35,9 @@ class WeightConstraint(nn.Module):
         self._cache: torch.Tensor | None = None
         self._cache_key: tuple | None = None
 
-    def normalize(self, weight: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abc.abstractmethod
+    def normalize(self, weight: torch.Tensor) -> torch.Tensor:
+        """The feasible weight used in the forward pass, differentiable in `weight`."""
 
     def project(self, weight: torch.Tensor) -> torch.Tensor:
         """The feasible weight closest to `weight` in the sense of this constraint (default: normalize)."""

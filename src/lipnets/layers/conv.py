@@ -49,6 +49,29 @@ class _LipschitzConv(ConstrainedWeight):
     input_norm = "2"
     output_norm = "2"
     _plain: type[nn.Module]
+    _spatial: int
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | Sequence[int],
+        stride: int | Sequence[int] = 1,
+        padding: int | Sequence[int] = 0,
+        *,
+        norm: str = "spectral",
+        lipschitz: float = 1.0,
+        padding_mode: str = "zeros",
+        dilation: int | Sequence[int] = 1,
+        groups: int = 1,
+        bias: bool = True,
+        mode: str = "reparam",
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        check_conv_options(self._spatial, stride, padding, dilation, groups, padding_mode)
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, bias=bias, padding_mode=padding_mode, device=device, dtype=dtype)
+        self._setup_lipschitz(norm, lipschitz, mode)
 
     def _setup_lipschitz(self, norm: str, lipschitz: float, mode: str) -> None:
         if norm not in CONV_NORMS:
@@ -65,11 +88,6 @@ class _LipschitzConv(ConstrainedWeight):
         if norm == "spectral":
             constraint.warm_up(self.weight)
         self._setup_constraint(constraint, mode)
-
-    @property
-    def lipschitz(self) -> float:
-        """The constant this layer's constraint drives it to."""
-        return self.weight_constraint().lipschitz
 
     def _input_size(self, input_shape: tuple[int, ...] | None) -> tuple[int, ...]:
         spatial = len(self.kernel_size)
@@ -117,14 +135,7 @@ class _LipschitzConv(ConstrainedWeight):
             self.in_channels, self.out_channels, self.kernel_size, self.stride, self.padding,
             bias=self.bias is not None, padding_mode=self.padding_mode, device=self.weight.device, dtype=self.weight.dtype,
         )
-        with torch.no_grad():
-            plain.weight.copy_(self.weight)
-            if self.bias is not None:
-                plain.bias.copy_(self.bias)
-        return plain
-
-    def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, norm={self.norm!r}, lipschitz={self.lipschitz:g}, mode={self.mode!r}"
+        return self._bake_into(plain)
 
 
 class LipschitzConv2d(_LipschitzConv, nn.Conv2d):
@@ -136,56 +147,14 @@ class LipschitzConv2d(_LipschitzConv, nn.Conv2d):
     """
 
     _plain = nn.Conv2d
-
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: int | Sequence[int],
-        stride: int | Sequence[int] = 1,
-        padding: int | Sequence[int] = 0,
-        *,
-        norm: str = "spectral",
-        lipschitz: float = 1.0,
-        padding_mode: str = "zeros",
-        dilation: int | Sequence[int] = 1,
-        groups: int = 1,
-        bias: bool = True,
-        mode: str = "reparam",
-        device: torch.device | str | None = None,
-        dtype: torch.dtype | None = None,
-    ) -> None:
-        check_conv_options(2, stride, padding, dilation, groups, padding_mode)
-        super().__init__(in_channels, out_channels, kernel_size, stride, padding, bias=bias, padding_mode=padding_mode, device=device, dtype=dtype)
-        self._setup_lipschitz(norm, lipschitz, mode)
+    _spatial = 2
 
 
 class LipschitzConv1d(_LipschitzConv, nn.Conv1d):
     """nn.Conv1d whose kernel is held to an l2 bound; the 1-d twin of LipschitzConv2d (input_shape=(C, L))."""
 
     _plain = nn.Conv1d
-
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: int | Sequence[int],
-        stride: int | Sequence[int] = 1,
-        padding: int | Sequence[int] = 0,
-        *,
-        norm: str = "spectral",
-        lipschitz: float = 1.0,
-        padding_mode: str = "zeros",
-        dilation: int | Sequence[int] = 1,
-        groups: int = 1,
-        bias: bool = True,
-        mode: str = "reparam",
-        device: torch.device | str | None = None,
-        dtype: torch.dtype | None = None,
-    ) -> None:
-        check_conv_options(1, stride, padding, dilation, groups, padding_mode)
-        super().__init__(in_channels, out_channels, kernel_size, stride, padding, bias=bias, padding_mode=padding_mode, device=device, dtype=dtype)
-        self._setup_lipschitz(norm, lipschitz, mode)
+    _spatial = 1
 
 
 def _pad(x: torch.Tensor, padding: int, padding_mode: str) -> torch.Tensor:

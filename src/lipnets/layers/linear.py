@@ -63,6 +63,22 @@ class ConstrainedWeight(nn.Module):
         """The parametrization or projection that bounds this layer's weight."""
         return self.parametrizations.weight[0] if self.mode == "reparam" else self.constraint
 
+    @property
+    def lipschitz(self) -> float:
+        """The constant this layer's constraint holds it to."""
+        return self.weight_constraint().lipschitz
+
+    def _bake_into(self, plain: nn.Module) -> nn.Module:
+        """Copy the effective (normalised) weight and the bias into `plain`, the layer's torch twin."""
+        with torch.no_grad():
+            plain.weight.copy_(self.weight)
+            if self.bias is not None:
+                plain.bias.copy_(self.bias)
+        return plain
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, norm={self.norm!r}, lipschitz={self.lipschitz:g}, mode={self.mode!r}"
+
 
 class LipschitzLinear(ConstrainedWeight, nn.Linear):
     """A dense layer y = W x + b with ||W||_{p -> q} <= lipschitz (Kitouni Eqs. 2.6-2.8).
@@ -99,11 +115,6 @@ class LipschitzLinear(ConstrainedWeight, nn.Linear):
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         return nn.functional.linear(input, self.effective_weight(), self.bias)
 
-    @property
-    def lipschitz(self) -> float:
-        """The constant this layer's weight is held to."""
-        return self.weight_constraint().lipschitz
-
     def lipschitz_bound(self, input_shape: tuple[int, ...] | None = None) -> float:
         """The exact operator norm of the effective weight (closed form, or SVD for l2), in float64."""
         return layer_operator_norm(self.weight, self.norm)
@@ -114,12 +125,4 @@ class LipschitzLinear(ConstrainedWeight, nn.Linear):
 
     def to_plain(self) -> nn.Linear:
         """An nn.Linear holding the effective (normalised) weight."""
-        plain = nn.Linear(self.in_features, self.out_features, self.bias is not None, device=self.weight.device, dtype=self.weight.dtype)
-        with torch.no_grad():
-            plain.weight.copy_(self.weight)
-            if self.bias is not None:
-                plain.bias.copy_(self.bias)
-        return plain
-
-    def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, norm={self.norm!r}, lipschitz={self.lipschitz:g}, mode={self.mode!r}"
+        return self._bake_into(nn.Linear(self.in_features, self.out_features, self.bias is not None, device=self.weight.device, dtype=self.weight.dtype))

@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .activations import NormPreserving
+
 _EPS = 1e-12
 """Inside the square roots: sqrt(||x||^2 + eps) is still 1-Lipschitz in x and has a gradient at 0."""
 
@@ -64,19 +66,8 @@ class ScaledAvgPool2d(_WindowPool):
         return F.avg_pool2d(x, self.kernel_size, self.stride) * math.sqrt(window)
 
 
-class InvertibleDownsampling(nn.PixelUnshuffle):
+class InvertibleDownsampling(NormPreserving, nn.PixelUnshuffle):
     """Space-to-depth: (C, H, W) -> (C r^2, H/r, W/r), a permutation, so norm-preserving in every l_p."""
-
-    input_norm = None
-    output_norm = None
-
-    def lipschitz_bound(self, input_shape: tuple[int, ...] | None = None) -> float:
-        """1.0: a permutation of the coordinates."""
-        return 1.0
-
-    def lipschitz_cap(self) -> float:
-        """1.0: no weights."""
-        return 1.0
 
 
 class GlobalL2Pool2d(nn.Module):
