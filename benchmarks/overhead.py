@@ -13,6 +13,7 @@ gradients, optimizer state, buffers) plus the peak of live tensor allocations du
 the allocation events of `torch.profiler(profile_memory=True)`.
 
     OMP_NUM_THREADS=1 python benchmarks/overhead.py [--quick] [--no-compile] [--write]
+    PATH=.venv/bin:$PATH OMP_NUM_THREADS=1 python benchmarks/overhead.py --instructions [--write]
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from lipnets import GroupSort, LipschitzLinear
 from lipnets.reporting import format_table
 
 RESULTS = Path(__file__).parent / "results" / "overhead.md"
+INSTRUCTIONS = Path(__file__).parent / "results" / "overhead-instructions.md"
 
 DENSE_MODELS = {"lhcb 4-20-20-20-1": ((4, 20, 20, 20, 1), 1024), "mnist 784-512-512-512-10": ((784, 512, 512, 512, 10), 256)}
 """Name: (widths, batch size)."""
@@ -270,12 +272,57 @@ def time_variants(variants: dict[str, Variant], inputs: tuple[torch.Tensor, torc
     return rows
 
 
+INSTRUCTION_VARIANTS = {
+    "plain PyTorch": "overhead.plain_mlp(widths)",
+    "lipnets inf": "overhead.lipnets_mlp(widths, 'inf', 'inf')",
+    "lipnets 1-inf": "overhead.lipnets_mlp(widths, '1-inf', 'inf')",
+    "lipnets orthogonal project": "overhead.lipnets_mlp(widths, 'orthogonal', 'orthogonal', 'project')",
+    "lipnets inf exported": "lipnets.export.to_plain(overhead.lipnets_mlp(widths, 'inf', 'inf'))",
+}
+"""Eval-forward variants whose instruction counts are compared (valgrind callgrind, deterministic)."""
+
+
+def instruction_rows(widths: tuple[int, ...], batch: int, number: int = 50) -> list[dict]:
+    """Instructions per eval forward under callgrind: immune to load from other processes.
+
+    The statement runs in a fresh interpreter under valgrind (it must find torch and lipnets on PATH's
+    python), so this takes minutes; it backs the eval-forward ratios, where timing noise on a shared
+    machine is larger than the 2 % target.
+    """
+    setup = (
+        f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+        "import torch, lipnets, overhead\ntorch.manual_seed(0)\n"
+        f"widths = {widths!r}\nx = torch.randn({batch}, {widths[0]})\n"
+        "run = overhead.eval_forward({model}, x, False)\nrun()"
+    )
+    counts = {}
+    for name, model in INSTRUCTION_VARIANTS.items():
+        stats = benchmark.Timer("run()", setup=setup.format(model=model)).collect_callgrind(number=number, collect_baseline=False)
+        counts[name] = stats.counts(denoise=True) / number
+        print(f"  {name}: {counts[name]:.0f} instructions", file=sys.stderr, flush=True)
+    base = counts["plain PyTorch"]
+    return [{"variant": name, "instructions per eval forward": f"{count:.4g}", "ratio": f"{count / base:.3f}x"} for name, count in counts.items()]
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer rounds and shorter timings, for a smoke run")
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile variants")
     parser.add_argument("--write", action="store_true", help=f"write the tables to {RESULTS}")
+    parser.add_argument(
+        "--instructions", action="store_true",
+        help=f"only count instructions of eval forwards under valgrind (needs valgrind; slow), written to {INSTRUCTIONS}",
+    )
     args = parser.parse_args(argv)
+    if args.instructions:
+        sections = []
+        for title, (widths, batch) in list(DENSE_MODELS.items())[:1]:  # the model where per-call overhead shows
+            sections.append(format_table(instruction_rows(widths, batch), f"{title}, batch {batch}: eval forward"))
+            print(sections[-1] + "\n", flush=True)
+        if args.write:
+            write_results(INSTRUCTIONS, "Instructions per eval forward (valgrind callgrind)", argv, sections,
+                          "Counts are deterministic: other processes' load does not change them.")
+        return
     rounds, min_time = (2, 0.05) if args.quick else (11, 0.1)
     compile_models = not args.no_compile
     torch.manual_seed(0)
@@ -292,21 +339,30 @@ def main(argv: list[str] | None = None) -> None:
         sections.append(format_table(time_variants(conv, (x, y), rounds, min_time), "conv 3-32-32 3x3, 32x32 images, batch 64"))
         print(sections[-1] + "\n", flush=True)
     if args.write:
-        command = "OMP_NUM_THREADS=1 .venv/bin/python benchmarks/overhead.py " + " ".join(argv if argv is not None else sys.argv[1:])
-        header = [
-            "# Overhead against plain PyTorch",
-            "",
-            f"Command: `{command.strip()}`",
-            "",
-            f"Machine: {platform.machine()}, {torch.get_num_threads()} torch thread(s), 2 CPU cores shared with other work; "
-            f"torch {torch.__version__}. Times are CPU time of the calling thread (all work runs there with one torch "
-            "thread; it excludes waiting while other processes hold the cores), medians over {rounds} interleaved rounds; a ratio is the "
-            "median over rounds of the per-round ratio to the plain twin (compiled variants: to the compiled plain twin). Peak memory: resident state plus the peak of live "
-            "allocations during one eager training step (allocation and free events of torch.profiler, at op granularity).",
-            "",
-        ]
-        RESULTS.write_text("\n".join(header) + "\n\n".join(sections) + "\n")
-        print(f"wrote {RESULTS}")
+        write_results(
+            RESULTS, "Overhead against plain PyTorch", argv, sections,
+            "Times are CPU time of the calling thread (all work runs there with one torch thread; it excludes "
+            f"waiting while other processes hold the cores), medians over {rounds} interleaved rounds; a ratio is "
+            "the median over rounds of the per-round ratio to the plain twin (compiled variants: to the compiled "
+            "plain twin). Peak memory: resident state plus the peak of live allocations during one eager training "
+            "step (allocation and free events of torch.profiler, at op granularity).",
+        )
+
+
+def write_results(path: Path, title: str, argv: list[str] | None, sections: list[str], method: str) -> None:
+    prefix = "PATH=.venv/bin:$PATH " if path == INSTRUCTIONS else ""
+    command = prefix + "OMP_NUM_THREADS=1 .venv/bin/python benchmarks/overhead.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    header = [
+        f"# {title}",
+        "",
+        f"Command: `{command.strip()}`",
+        "",
+        f"Machine: {platform.machine()}, {torch.get_num_threads()} torch thread(s), 2 CPU cores shared with other work; "
+        f"torch {torch.__version__}. {method}",
+        "",
+    ]
+    path.write_text("\n".join(header) + "\n\n".join(sections) + "\n")
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

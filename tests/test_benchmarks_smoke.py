@@ -1,4 +1,4 @@
-"""Every benchmark and example runs end to end in its --quick mode (numbers are not checked here:
+"""Every benchmark and example (the README's torchrun command included) runs end to end in its --quick mode (numbers are not checked here:
 timings never go into tests; the scripts' own assertions and tables are exercised)."""
 
 import os
@@ -17,6 +17,7 @@ SCRIPTS = {
     "wasserstein": ["benchmarks/wasserstein.py", "--quick", "--no-write"],
     "overhead": ["benchmarks/overhead.py", "--quick"],
     "trigger": ["examples/trigger.py", "--quick", "--no-write", "--out", "{tmp}"],
+    "train_ddp": ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "examples/train_ddp.py", "{tmp}"],
 }
 
 
