@@ -360,6 +360,7 @@ def write_results(path: Path, title: str, argv: list[str] | None, sections: list
         f"Machine: {platform.machine()}, {torch.get_num_threads()} torch thread(s), 2 CPU cores shared with other work; "
         f"torch {torch.__version__}. {method}",
         "",
+        "",
     ]
     path.write_text("\n".join(header) + "\n\n".join(sections) + "\n")
     print(f"wrote {path}")

@@ -120,3 +120,19 @@ def test_float64_layer_reaches_float64_precision() -> None:
 def test_bad_options_are_refused(options: dict) -> None:
     with pytest.raises(ValueError, match="iterations|tol"):
         Orthogonal(1.0, **options)
+
+
+def test_eval_cache_follows_in_place_updates() -> None:
+    """The eval fast path (cached weight, no parametrize) sees optimizer steps and load_state_dict."""
+    layer = LipschitzLinear(8, 8, norm="orthogonal", bias=False).eval()
+    x = torch.randn(4, 8)
+    before = layer(x).detach()
+    with torch.no_grad():
+        layer.parametrizations.weight.original.add_(torch.randn(8, 8))
+    after = layer(x)
+    assert not torch.allclose(after, before)
+    torch.testing.assert_close(after, x @ layer.weight_constraint().refine(
+        layer.weight_constraint().normalize(layer.parametrizations.weight.original.detach())).T)
+    other = LipschitzLinear(8, 8, norm="orthogonal", bias=False)
+    layer.load_state_dict(other.state_dict())
+    torch.testing.assert_close(layer(x), other.eval()(x))
