@@ -27,6 +27,9 @@ def _demo(args: argparse.Namespace) -> int:
     from .demos import DEMOS, load
     from .reporting import print_table
 
+    import torch
+
+    torch.set_num_threads(1)  # the demos' models are small: one thread is fastest and leaves a core free
     names = args.only or list(DEMOS)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
