@@ -73,6 +73,9 @@ class _LipschitzConv(ConstrainedWeight):
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, bias=bias, padding_mode=padding_mode, device=device, dtype=dtype)
         self._setup_lipschitz(norm, lipschitz, mode)
 
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        return self._conv_forward(input, self.effective_weight(), self.bias)
+
     def _setup_lipschitz(self, norm: str, lipschitz: float, mode: str) -> None:
         if norm not in CONV_NORMS:
             raise ValueError(f"unknown norm {norm!r} for a convolution: choose one of {', '.join(map(repr, CONV_NORMS))}")
