@@ -44,6 +44,9 @@ class DirectNorm(WeightConstraint):
         return parts if self.vectorwise else parts.amax()
 
     def normalize(self, weight: torch.Tensor) -> torch.Tensor:
+        if self.norm == "1-inf" and self.vectorwise and self.rescaling == "clip":
+            # w / max(1, |w| / lambda) is clamp(w, -lambda, lambda), value and gradient: one op, not four
+            return weight.clamp(-self.lipschitz, self.lipschitz)
         parts = self.norms(weight)
         if self.rescaling == "clip":
             return weight / torch.clamp(parts / self.lipschitz, min=1.0)
