@@ -256,7 +256,7 @@ def time_variants(variants: dict[str, Variant], inputs: tuple[torch.Tensor, torc
         return f"{statistics.median(mine / plain for mine, plain in pairs):.2f}x"
 
     rows = []
-    for name, variant in variants.items():
+    for name in variants:
         trains = (name, "train") in samples
         rows.append(
             {
