@@ -162,20 +162,26 @@ def conv_variants(compile_models: bool) -> dict[str, Variant] | None:
     return variants
 
 
-def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, compiled: bool) -> Callable[[], None]:
-    """One optimizer step; lipnets.project_ is a no-op for models without mode="project" layers."""
+def train_step(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, compiled: bool, *, keep_gradients: bool = False
+) -> tuple[Callable[[], None], torch.optim.Optimizer]:
+    """One optimizer step and its optimizer; lipnets.project_ is a no-op without mode="project" layers.
+
+    keep_gradients zeroes gradients in place instead of freeing them, so that they count as resident
+    state in the memory measurement.
+    """
     model.train()
     forward = torch.compile(model) if compiled else model
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     loss_fn = nn.functional.cross_entropy if y.dtype == torch.long else nn.functional.mse_loss
 
     def step() -> None:
-        optimizer.zero_grad(set_to_none=True)
+        optimizer.zero_grad(set_to_none=not keep_gradients)
         loss_fn(forward(x), y).backward()
         optimizer.step()
         lipnets.project_(model)
 
-    return step
+    return step, optimizer
 
 
 def eval_forward(model: nn.Module, x: torch.Tensor, compiled: bool) -> Callable[[], None]:
@@ -198,16 +204,7 @@ def resident_bytes(model: nn.Module, optimizer_state: dict) -> int:
 
 def peak_training_memory(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     """MiB: resident state before a step plus the peak of live allocations during it (eager)."""
-    model.train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    loss_fn = nn.functional.cross_entropy if y.dtype == torch.long else nn.functional.mse_loss
-
-    def step() -> None:
-        optimizer.zero_grad(set_to_none=False)
-        loss_fn(model(x), y).backward()
-        optimizer.step()
-        lipnets.project_(model)
-
+    step, optimizer = train_step(model, x, y, compiled=False, keep_gradients=True)
     step()  # gradients and optimizer state now exist
     resident = resident_bytes(model, optimizer.state)
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as profiler:
@@ -229,7 +226,7 @@ def time_variants(variants: dict[str, Variant], inputs: tuple[torch.Tensor, torc
     for name, variant in variants.items():
         torch.manual_seed(0)
         if variant.trains:
-            calls[name, "train"] = train_step(variant.build(), x, y, variant.compiled)
+            calls[name, "train"] = train_step(variant.build(), x, y, variant.compiled)[0]
             if not variant.compiled:
                 memory[name] = peak_training_memory(variant.build(), x, y)
         calls[name, "eval"] = eval_forward(variant.build(), x, variant.compiled)

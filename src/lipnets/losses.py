@@ -16,6 +16,8 @@ functional twin of the same name in snake case; `reduction` is "mean", "sum" or 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -272,7 +274,24 @@ class _Loss(nn.Module):
         self.reduction = _check_reduction(reduction)
 
 
-class TauBCEWithLogitsLoss(_Loss):
+class _ScaledLoss(_Loss):
+    """A loss with one positive hyper-parameter (tau or a margin) passed to its functional twin."""
+
+    parameter: str
+    function: Callable[..., torch.Tensor]
+
+    def __init__(self, value: float, reduction: str = "mean") -> None:
+        super().__init__(reduction)
+        setattr(self, self.parameter, check_lipschitz(value, self.parameter))
+
+    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return type(self).function(input, target, getattr(self, self.parameter), self.reduction)
+
+    def extra_repr(self) -> str:
+        return f"{self.parameter}={getattr(self, self.parameter):g}"
+
+
+class TauBCEWithLogitsLoss(_ScaledLoss):
     """BCE(y, tau f(x)) (paper 000, Eq. 5.1); targets in {0, 1} or {-1, +1}, scores (N,) or (N, 1).
 
     tau is an inverse temperature: a 1-Lipschitz f with tau is a tau-Lipschitz f with tau = 1. Small tau
@@ -280,32 +299,24 @@ class TauBCEWithLogitsLoss(_Loss):
     large tau approaches the 0-1 loss: higher accuracy, smaller margins and certified radii.
     """
 
+    parameter = "tau"
+    function = staticmethod(tau_bce_with_logits)
+
     def __init__(self, tau: float = DEFAULT_TAU, reduction: str = "mean") -> None:
-        super().__init__(reduction)
-        self.tau = check_lipschitz(tau, "tau")
-
-    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return tau_bce_with_logits(input, target, self.tau, self.reduction)
-
-    def extra_repr(self) -> str:
-        return f"tau={self.tau:g}"
+        super().__init__(tau, reduction)
 
 
-class TauCrossEntropyLoss(_Loss):
+class TauCrossEntropyLoss(_ScaledLoss):
     """Softmax cross-entropy on tau f(x) with integer labels; tau trades accuracy (large) for margin (small)."""
 
+    parameter = "tau"
+    function = staticmethod(tau_cross_entropy)
+
     def __init__(self, tau: float = DEFAULT_TAU, reduction: str = "mean") -> None:
-        super().__init__(reduction)
-        self.tau = check_lipschitz(tau, "tau")
-
-    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return tau_cross_entropy(input, target, self.tau, self.reduction)
-
-    def extra_repr(self) -> str:
-        return f"tau={self.tau:g}"
+        super().__init__(tau, reduction)
 
 
-class HingeLoss(_Loss):
+class HingeLoss(_ScaledLoss):
     """max(0, m - y f(x)) (paper 000, Eq. 5.4).
 
     Samples with y f(x) >= m cost nothing, so the network spends its bounded slope on the decision
@@ -313,15 +324,11 @@ class HingeLoss(_Loss):
     classes are closer than 2m / L; a small m gives accuracy with small radii.
     """
 
+    parameter = "margin"
+    function = staticmethod(hinge)
+
     def __init__(self, margin: float = DEFAULT_MARGIN, reduction: str = "mean") -> None:
-        super().__init__(reduction)
-        self.margin = check_lipschitz(margin, "margin")
-
-    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return hinge(input, target, self.margin, self.reduction)
-
-    def extra_repr(self) -> str:
-        return f"margin={self.margin:g}"
+        super().__init__(margin, reduction)
 
 
 class DynamicHingeLoss(_Loss):
@@ -354,22 +361,18 @@ class DynamicHingeLoss(_Loss):
         return f"norm={self.norm!r}"
 
 
-class MulticlassHingeLoss(_Loss):
+class MulticlassHingeLoss(_ScaledLoss):
     """max(0, m - (f_y - max_{j != y} f_j)) on (N, K) logits with integer labels.
 
     The top-1 margin of an L-Lipschitz (l2 output) network certifies radius margin / (sqrt 2 L), so m
     sets the radius the loss aims for: larger m, more robust and less accurate.
     """
 
+    parameter = "margin"
+    function = staticmethod(multiclass_hinge)
+
     def __init__(self, margin: float = DEFAULT_MARGIN, reduction: str = "mean") -> None:
-        super().__init__(reduction)
-        self.margin = check_lipschitz(margin, "margin")
-
-    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return multiclass_hinge(input, target, self.margin, self.reduction)
-
-    def extra_repr(self) -> str:
-        return f"margin={self.margin:g}"
+        super().__init__(margin, reduction)
 
 
 class KRLoss(_Loss):
