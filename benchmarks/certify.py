@@ -28,11 +28,12 @@ from sklearn.model_selection import train_test_split
 from torch import nn
 
 import lipnets
-from lipnets.attacks import pgd
-from lipnets.certify import certified_radius, predicted_labels
+from lipnets.bounds import BoundedModule
+from lipnets.guarantees.attacks import pgd
+from lipnets.guarantees.certify import certified_radius, predicted_labels
+from lipnets.io.report import benchmark_record, format_table
 from lipnets.losses import HKRLoss
 from lipnets.norms import operator_norm
-from lipnets.reporting import benchmark_record, format_table
 
 EPS = (0.1, 0.25, 0.5, 1.0)
 RESULTS = Path(__file__).parent / "results" / "certify.md"
@@ -53,8 +54,15 @@ def train_for(model: nn.Module, loss, x: torch.Tensor, y: torch.Tensor, args: ar
     start = time.perf_counter()
     out_of_time = lambda epoch, history, model: args.epochs is None and time.perf_counter() - start >= args.budget  # noqa: E731
     history = lipnets.fit(
-        model, loss, (x, y), epochs=args.epochs or 1_000_000, lr=args.lr, batch_size=args.batch_size, seed=args.seed,
-        progress=False, callbacks=[out_of_time],
+        model,
+        loss,
+        (x, y),
+        epochs=args.epochs or 1_000_000,
+        lr=args.lr,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        progress=False,
+        callbacks=[out_of_time],
     )
     seconds = time.perf_counter() - start
     model.eval()
@@ -69,13 +77,15 @@ def lipnets_model(hidden: int) -> nn.Module:
 def deel_model(hidden: int) -> nn.Module:
     """deel-torchlip's equivalent: SpectralLinear layers (power iteration + Björck) and GroupSort2."""
     return torchlip.Sequential(
-        torchlip.SpectralLinear(64, hidden), torchlip.GroupSort2(),
-        torchlip.SpectralLinear(hidden, hidden), torchlip.GroupSort2(),
+        torchlip.SpectralLinear(64, hidden),
+        torchlip.GroupSort2(),
+        torchlip.SpectralLinear(hidden, hidden),
+        torchlip.GroupSort2(),
         torchlip.SpectralLinear(hidden, 10),
     )
 
 
-class MeasuredLinear(nn.Linear):
+class MeasuredLinear(BoundedModule, nn.Linear):
     """A frozen dense layer that reports the exact largest singular value of its weight (the bound protocol)."""
 
     input_norm = "2"
@@ -144,9 +154,17 @@ def run_seed(args: argparse.Namespace, seed: int) -> list[dict]:
     if gap > 1e-4:
         raise RuntimeError(f"the measured copy of the deel model differs from it by {gap:.3g}")
     common = {"epochs": epochs, "s/epoch": seconds / epochs}
-    rows.append(evaluate("deel-torchlip, declared K=1", theirs, declared_radius(theirs, x_test), x_test, y_test, {**common, "L": "1 (declared)"}, args))
+    rows.append(
+        evaluate(
+            "deel-torchlip, declared K=1", theirs, declared_radius(theirs, x_test), x_test, y_test, {**common, "L": "1 (declared)"}, args
+        )
+    )
     measured_l = {**common, "L": lipnets.lipschitz_bound(measured)}
-    rows.append(evaluate("deel-torchlip, SVD + last-layer (lipnets)", measured, certified_radius(measured, x_test), x_test, y_test, measured_l, args))
+    rows.append(
+        evaluate(
+            "deel-torchlip, SVD + last-layer (lipnets)", measured, certified_radius(measured, x_test), x_test, y_test, measured_l, args
+        )
+    )
     return rows
 
 
@@ -183,7 +201,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--hidden", type=int, default=128, help="hidden width of both models (default 128)")
     parser.add_argument("--lr", type=float, default=1e-2, help="Adam learning rate of both models (default 1e-2)")
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--alpha", type=float, default=5.0, help="HKR hinge weight: lipnets KR + alpha hinge, deel alpha/(1+alpha) (default 5)")
+    parser.add_argument(
+        "--alpha", type=float, default=5.0, help="HKR hinge weight: lipnets KR + alpha hinge, deel alpha/(1+alpha) (default 5)"
+    )
     parser.add_argument("--margin", type=float, default=1.5, help="HKR hinge margin of both models (default 1.5)")
     parser.add_argument("--attack-steps", type=int, default=30)
     parser.add_argument("--quick", action="store_true", help="one seed, 5 s per model, for a smoke test")

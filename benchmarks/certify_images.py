@@ -37,14 +37,15 @@ from sklearn.model_selection import train_test_split
 from torch import nn
 
 import lipnets
-from lipnets.attacks import pgd
-from lipnets.certify import certified_radius, predicted_labels
-from lipnets.convnets import LipschitzConvNet
+from lipnets.bounds import BoundedModule
 from lipnets.datasets.images import load_digits_images, load_mnist1d
+from lipnets.guarantees.attacks import pgd
+from lipnets.guarantees.certify import certified_radius, predicted_labels
+from lipnets.io.report import benchmark_record, format_table
 from lipnets.losses import MulticlassHingeLoss
+from lipnets.models.convnet import LipschitzConvNet
 from lipnets.norms import conv_norm_bound, operator_norm
 from lipnets.norms.conv import conv_output_size
-from lipnets.reporting import benchmark_record, format_table
 
 EPS = {"digits": (0.1, 0.25, 0.5), "mnist1d": (0.025, 0.05, 0.1)}
 """MNIST-1D signals in [0, 1] are 40 samples long and their classes lie close together: half the l2
@@ -110,7 +111,7 @@ def loss_for(family: str, margin: float, args):
     return lambda out, labels: deel_loss(out, nn.functional.one_hot(labels, 10).to(out.dtype))
 
 
-class Measured(nn.Module):
+class Measured(BoundedModule):
     """A frozen exported conv or linear layer that reports the exact lipnets l2 bound of its weight."""
 
     input_norm = "2"
@@ -266,7 +267,9 @@ def main(argv: list[str] | None = None) -> dict[str, list[dict]]:
     parser.add_argument("--deel-alpha", type=float, default=0.98, help="HKRMulticlassLoss alpha in [0, 1] (default 0.98)")
     parser.add_argument("--attack-steps", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--quick", action="store_true", help="1 s per model and a 2-point grid of 0.3 s on fewer MNIST-1D samples, for a smoke test")
+    parser.add_argument(
+        "--quick", action="store_true", help="1 s per model and a 2-point grid of 0.3 s on fewer MNIST-1D samples, for a smoke test"
+    )
     parser.add_argument("--no-write", action="store_true", help="do not write benchmarks/results/certify_images.md")
     args = parser.parse_args(argv)
     if args.quick:
@@ -275,7 +278,12 @@ def main(argv: list[str] | None = None) -> dict[str, list[dict]]:
     args.strides_1d = tuple(args.strides_1d)
     data = datasets(args.seed, args.quick)
     results = {"digits": run_digits(data["digits"], args)}
-    tables = [format_table(results["digits"], f"digits: certified l2 accuracy on {len(data['digits'][2])} test points, {args.budget:g} s training per model")]
+    tables = [
+        format_table(
+            results["digits"],
+            f"digits: certified l2 accuracy on {len(data['digits'][2])} test points, {args.budget:g} s training per model",
+        )
+    ]
     print(tables[-1] + "\n", flush=True)
     results["mnist1d"], results["mnist1d validation grid"] = run_mnist1d(data["mnist1d"], args)
     title = (
@@ -292,7 +300,11 @@ def main(argv: list[str] | None = None) -> dict[str, list[dict]]:
     if not args.no_write and not args.quick:
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
         arguments = argv if argv is not None else sys.argv[1:]
-        RESULTS.write_text(benchmark_record("certify_images", "benchmarks/certify_images.py", arguments, "\n\n".join(tables), f"deel-torchlip {torchlip.__version__}"))
+        RESULTS.write_text(
+            benchmark_record(
+                "certify_images", "benchmarks/certify_images.py", arguments, "\n\n".join(tables), f"deel-torchlip {torchlip.__version__}"
+            )
+        )
     return results
 
 

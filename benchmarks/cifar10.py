@@ -33,11 +33,11 @@ from pathlib import Path
 import torch
 
 import lipnets
-from lipnets.certify import certified_accuracy
-from lipnets.convnets import LAYER_TYPES, LipschitzConvNet
 from lipnets.datasets.images import load_cifar10
+from lipnets.guarantees.certify import certified_accuracy
+from lipnets.io.report import format_table
 from lipnets.losses import MulticlassHingeLoss
-from lipnets.reporting import format_table
+from lipnets.models.convnet import LAYER_TYPES, LipschitzConvNet
 
 EPS = 36.0 / 255.0
 
@@ -68,12 +68,21 @@ def main(argv: list[str] | None = None) -> dict:
         x_train, y_train = x_train[: args.max_train], y_train[: args.max_train]
     torch.manual_seed(args.seed)
     # downsample by stride 2 in the stem for the SLL net, and in the middle conv for the others
-    strides = [2] + [1] * (args.depth - 1) if args.layer == "sll" else [1] * (args.depth // 2) + [2] + [1] * (args.depth - args.depth // 2 - 1)
+    strides = (
+        [2] + [1] * (args.depth - 1) if args.layer == "sll" else [1] * (args.depth // 2) + [2] + [1] * (args.depth - args.depth // 2 - 1)
+    )
     model = LipschitzConvNet(3, 10, (32, 32), depth=args.depth, width=args.width, layer=args.layer, strides=strides).to(device)
     start = time.perf_counter()
     lipnets.fit(
-        model, MulticlassHingeLoss(args.margin), (x_train, y_train), epochs=args.epochs, lr=args.lr,
-        batch_size=args.batch_size, seed=args.seed, device=device, progress=False,
+        model,
+        MulticlassHingeLoss(args.margin),
+        (x_train, y_train),
+        epochs=args.epochs,
+        lr=args.lr,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        device=device,
+        progress=False,
     )
     seconds = time.perf_counter() - start
     model.eval()
@@ -84,9 +93,14 @@ def main(argv: list[str] | None = None) -> dict:
             clean.append(float((model(xs).argmax(1) == ys).double().mean()) * len(xs))
         certified.append(certified_accuracy(model, xs, ys, EPS) * len(xs))
     row = {
-        "layer": args.layer, "depth": args.depth, "width": args.width, "epochs": args.epochs,
-        "train images/s": round(args.epochs * len(x_train) / seconds), "L": lipnets.lipschitz_bound(model, (3, 32, 32)),
-        "clean": sum(clean) / len(x_test), "certified@36/255": sum(certified) / len(x_test),
+        "layer": args.layer,
+        "depth": args.depth,
+        "width": args.width,
+        "epochs": args.epochs,
+        "train images/s": round(args.epochs * len(x_train) / seconds),
+        "L": lipnets.lipschitz_bound(model, (3, 32, 32)),
+        "clean": sum(clean) / len(x_test),
+        "certified@36/255": sum(certified) / len(x_test),
     }
     table = format_table([row], f"CIFAR-10 ({len(x_train)} training images) on {device.type}, {platform.machine()}")
     print(table)

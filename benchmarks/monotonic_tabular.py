@@ -45,7 +45,7 @@ from sklearn.preprocessing import StandardScaler
 from torch import nn
 
 from lipnets import check_monotonic
-from lipnets.reporting import format_table
+from lipnets.io.report import format_table
 from lipnets.sklearn import MonotonicClassifier, MonotonicRegressor
 
 RESULTS = Path(__file__).parent / "results" / "monotonic_tabular.md"
@@ -68,8 +68,12 @@ def auto_mpg() -> Table:
     cars = local_data.cars().dropna(subset=["Miles_per_Gallon", "Cylinders", "Displacement", "Horsepower", "Weight_in_lbs", "Acceleration"])
     X = pd.DataFrame(
         {
-            "cylinders": cars.Cylinders, "displacement": cars.Displacement, "horsepower": cars.Horsepower,
-            "weight": cars.Weight_in_lbs, "acceleration": cars.Acceleration, "year": pd.to_datetime(cars.Year).dt.year,
+            "cylinders": cars.Cylinders,
+            "displacement": cars.Displacement,
+            "horsepower": cars.Horsepower,
+            "weight": cars.Weight_in_lbs,
+            "acceleration": cars.Acceleration,
+            "year": pd.to_datetime(cars.Year).dt.year,
         }
     ).astype(float)
     for origin in ("USA", "Europe", "Japan"):
@@ -90,7 +94,7 @@ def breast_cancer() -> Table:
     size = ["mean radius", "mean perimeter", "mean area", "worst radius", "worst perimeter", "worst area"]
     malignant = 1 - data.target.to_numpy()  # scikit-learn codes benign as 1
     why = "tumour size is part of clinical staging: a larger mass is more suspicious at equal texture and shape"
-    return Table("Breast cancer", data.data, malignant, {name: 1 for name in size}, why, classification=True)
+    return Table("Breast cancer", data.data, malignant, dict.fromkeys(size, 1), why, classification=True)
 
 
 class _Predictor(nn.Module):
@@ -129,14 +133,26 @@ def _lipnets(table: Table, params: dict, seed: int):
 def _lightgbm(table: Table, params: dict, seed: int):
     signs = [table.constraints.get(name, 0) for name in table.X.columns]
     cls = lgb.LGBMClassifier if table.classification else lgb.LGBMRegressor
-    return cls(monotone_constraints=signs, monotone_constraints_method="advanced", learning_rate=0.05, min_child_samples=10,
-               random_state=seed, verbose=-1, n_jobs=1, **params)
+    return cls(
+        monotone_constraints=signs,
+        monotone_constraints_method="advanced",
+        learning_rate=0.05,
+        min_child_samples=10,
+        random_state=seed,
+        verbose=-1,
+        n_jobs=1,
+        **params,
+    )
 
 
 def _mlp(table: Table, params: dict, seed: int):
     if table.classification:
-        return make_pipeline(StandardScaler(), MLPClassifier(hidden_layer_sizes=(64, 64), max_iter=2000, early_stopping=True, random_state=seed, **params))
-    network = make_pipeline(StandardScaler(), MLPRegressor(hidden_layer_sizes=(64, 64), max_iter=2000, early_stopping=True, random_state=seed, **params))
+        return make_pipeline(
+            StandardScaler(), MLPClassifier(hidden_layer_sizes=(64, 64), max_iter=2000, early_stopping=True, random_state=seed, **params)
+        )
+    network = make_pipeline(
+        StandardScaler(), MLPRegressor(hidden_layer_sizes=(64, 64), max_iter=2000, early_stopping=True, random_state=seed, **params)
+    )
     return TransformedTargetRegressor(network, transformer=StandardScaler())
 
 
@@ -206,7 +222,9 @@ def main(argv: list[str] | None = None) -> int:
         table = loader()
         results[table.name] = evaluate(table, seeds, 1 if args.quick else None)
     elapsed = time.perf_counter() - started
-    command = "OMP_NUM_THREADS=1 python benchmarks/monotonic_tabular.py" + (" " + " ".join(argv if argv is not None else sys.argv[1:])).rstrip()
+    command = (
+        "OMP_NUM_THREADS=1 python benchmarks/monotonic_tabular.py" + (" " + " ".join(argv if argv is not None else sys.argv[1:])).rstrip()
+    )
     text = [
         "# Monotonic tabular benchmark",
         "",
@@ -223,7 +241,8 @@ def main(argv: list[str] | None = None) -> int:
         text += [format_table(rows, title=name), ""]
     text += [
         "Published Auto MPG test MSE, for reference (other splits and protocols): "
-        + ", ".join(f"{name} {value}" for name, value in PUBLISHED.items()) + ". "
+        + ", ".join(f"{name} {value}" for name, value in PUBLISHED.items())
+        + ". "
         "LMN chose its best epoch on the test set, which this protocol does not allow.",
         "",
         "Constraints and why a domain expert would defend them:",

@@ -28,7 +28,7 @@ from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import OneClassSVM
 
-from lipnets.reporting import benchmark_record, format_table
+from lipnets.io.report import benchmark_record, format_table
 from lipnets.sdf import OneClassSDF
 
 RESULTS = Path(__file__).parent / "results" / "one_class.md"
@@ -41,7 +41,9 @@ TABULAR_EPS = (0.05, 0.1, 0.25)
 def tasks(digits: list[int], seed: int):
     """(name, x_train_inliers, x_test, y_test_inlier, domain, radii) for every task."""
     data = load_digits()
-    x_train, x_test, y_train, y_test = train_test_split(data.data / 16.0, data.target, test_size=0.3, random_state=seed, stratify=data.target)
+    x_train, x_test, y_train, y_test = train_test_split(
+        data.data / 16.0, data.target, test_size=0.3, random_state=seed, stratify=data.target
+    )
     for digit in digits:
         yield f"digits: {digit} vs rest", x_train[y_train == digit], x_test, y_test == digit, (0.0, 1.0), PIXEL_EPS
     for name, loader, inlier in (("breast_cancer: benign vs malignant", load_breast_cancer, 1), ("wine: class 0 vs rest", load_wine, 0)):
@@ -55,7 +57,9 @@ def evaluate(name, x_train, x_test, inlier, domain, radii, args) -> dict:
     labels = inlier.astype(int)
     row: dict = {"task": name, "train inliers": len(x_train), "test in/out": f"{inlier.sum()}/{(~inlier).sum()}"}
     start = time.perf_counter()
-    sdf = OneClassSDF(hidden=(args.width,) * 3, iterations=args.iterations, inner_steps=args.inner_steps, domain=domain, random_state=args.seed)
+    sdf = OneClassSDF(
+        hidden=(args.width,) * 3, iterations=args.iterations, inner_steps=args.inner_steps, domain=domain, random_state=args.seed
+    )
     sdf.fit(x_train)
     seconds = time.perf_counter() - start
     row["OCSDF AUROC"] = round(roc_auc_score(labels, sdf.score_samples(x_test)), 4)
@@ -88,7 +92,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     digit_rows = [row for row in rows if row["task"].startswith("digits")]
     if len(digit_rows) > 1:
         numeric = [key for key in digit_rows[0] if "AUROC" in key or "certified" in key]
-        rows.append({"task": f"digits: mean over {len(digit_rows)} digits"} | {key: round(float(np.mean([r[key] for r in digit_rows])), 4) for key in numeric})
+        rows.append(
+            {"task": f"digits: mean over {len(digit_rows)} digits"}
+            | {key: round(float(np.mean([r[key] for r in digit_rows])), 4) for key in numeric}
+        )
     title = (
         f"One-class AUROC on held-out test splits: OneClassSDF (3x{args.width}, {args.iterations} x {args.inner_steps} lazy steps) "
         "vs IsolationForest and OneClassSVM (scikit-learn defaults); certified AUROC at l2 radius eps"
@@ -98,7 +105,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if not args.no_write and not args.quick:
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
         arguments = argv if argv is not None else sys.argv[1:]
-        RESULTS.write_text(benchmark_record("one_class", "benchmarks/one_class.py", arguments, table, f"scikit-learn {sklearn.__version__}"))
+        RESULTS.write_text(
+            benchmark_record("one_class", "benchmarks/one_class.py", arguments, table, f"scikit-learn {sklearn.__version__}")
+        )
     return rows
 
 

@@ -34,7 +34,7 @@ from torch.utils import benchmark
 
 import lipnets
 from lipnets import GroupSort, LipschitzLinear
-from lipnets.reporting import format_table
+from lipnets.io.report import format_table
 
 RESULTS = Path(__file__).parent / "results" / "overhead.md"
 INSTRUCTIONS = Path(__file__).parent / "results" / "overhead-instructions.md"
@@ -102,10 +102,14 @@ def external_dense(widths: tuple[int, ...]) -> dict[str, Variant]:
         from deel import torchlip
 
         variants["deel-torchlip SpectralLinear (Björck)"] = Variant(
-            lambda: swap_linears(plain_mlp(widths), lambda layer: torchlip.SpectralLinear(layer.in_features, layer.out_features), torchlip.GroupSort2())
+            lambda: swap_linears(
+                plain_mlp(widths), lambda layer: torchlip.SpectralLinear(layer.in_features, layer.out_features), torchlip.GroupSort2()
+            )
         )
         variants["deel-torchlip FrobeniusLinear"] = Variant(
-            lambda: swap_linears(plain_mlp(widths), lambda layer: torchlip.FrobeniusLinear(layer.in_features, layer.out_features), torchlip.GroupSort2())
+            lambda: swap_linears(
+                plain_mlp(widths), lambda layer: torchlip.FrobeniusLinear(layer.in_features, layer.out_features), torchlip.GroupSort2()
+            )
         )
     if importlib.util.find_spec("orthogonium"):
         from orthogonium.layers.linear import OrthoLinear
@@ -150,7 +154,9 @@ def conv_variants(compile_models: bool) -> dict[str, Variant] | None:
     if importlib.util.find_spec("deel"):
         from deel import torchlip
 
-        variants["deel-torchlip SpectralConv2d"] = Variant(lambda: net(lambda c_in, c_out: torchlip.SpectralConv2d(c_in, c_out, 3, padding=1)))
+        variants["deel-torchlip SpectralConv2d"] = Variant(
+            lambda: net(lambda c_in, c_out: torchlip.SpectralConv2d(c_in, c_out, 3, padding=1))
+        )
     if importlib.util.find_spec("orthogonium"):
         from orthogonium.layers.conv.AOC.ortho_conv import AdaptiveOrthoConv2d
 
@@ -298,7 +304,10 @@ def instruction_rows(widths: tuple[int, ...], batch: int, number: int = 50) -> l
         counts[name] = stats.counts(denoise=True) / number
         print(f"  {name}: {counts[name]:.0f} instructions", file=sys.stderr, flush=True)
     base = counts["plain PyTorch"]
-    return [{"variant": name, "instructions per eval forward": f"{count:.4g}", "ratio": f"{count / base:.3f}x"} for name, count in counts.items()]
+    return [
+        {"variant": name, "instructions per eval forward": f"{count:.4g}", "ratio": f"{count / base:.3f}x"}
+        for name, count in counts.items()
+    ]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -307,7 +316,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile variants")
     parser.add_argument("--write", action="store_true", help=f"write the tables to {RESULTS}")
     parser.add_argument(
-        "--instructions", action="store_true",
+        "--instructions",
+        action="store_true",
         help=f"only count instructions of eval forwards under valgrind (needs valgrind; slow), written to {INSTRUCTIONS}",
     )
     args = parser.parse_args(argv)
@@ -317,8 +327,13 @@ def main(argv: list[str] | None = None) -> None:
             sections.append(format_table(instruction_rows(widths, batch), f"{title}, batch {batch}: eval forward"))
             print(sections[-1] + "\n", flush=True)
         if args.write:
-            write_results(INSTRUCTIONS, "Instructions per eval forward (valgrind callgrind)", argv, sections,
-                          "Counts are deterministic: other processes' load does not change them.")
+            write_results(
+                INSTRUCTIONS,
+                "Instructions per eval forward (valgrind callgrind)",
+                argv,
+                sections,
+                "Counts are deterministic: other processes' load does not change them.",
+            )
         return
     rounds, min_time = (2, 0.05) if args.quick else (11, 0.1)
     compile_models = not args.no_compile
@@ -337,7 +352,10 @@ def main(argv: list[str] | None = None) -> None:
         print(sections[-1] + "\n", flush=True)
     if args.write:
         write_results(
-            RESULTS, "Overhead against plain PyTorch", argv, sections,
+            RESULTS,
+            "Overhead against plain PyTorch",
+            argv,
+            sections,
             "Times are CPU time of the calling thread (all work runs there with one torch thread; it excludes "
             f"waiting while other processes hold the cores), medians over {rounds} interleaved rounds; a ratio is "
             "the median over rounds of the per-round ratio to the plain twin (compiled variants: to the compiled "

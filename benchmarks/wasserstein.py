@@ -22,8 +22,8 @@ import numpy as np
 import ot as pot
 import torch
 
+from lipnets.io.report import benchmark_record, format_table
 from lipnets.ot import c_transform, wasserstein1
-from lipnets.reporting import benchmark_record, format_table
 
 RESULTS = Path(__file__).parent / "results" / "wasserstein.md"
 
@@ -37,6 +37,7 @@ def gaussians(n: int, dim: int, rng: np.random.Generator) -> tuple[np.ndarray, n
 
 def mixtures(n: int, dim: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Two mixtures of 3 Gaussians (std 0.5) with centres drawn from N(0, 2^2 I), different for P and Q."""
+
     def draw() -> np.ndarray:
         centres = 2.0 * rng.normal(size=(3, dim))
         return centres[rng.integers(0, 3, n)] + 0.5 * rng.normal(size=(n, dim))

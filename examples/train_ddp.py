@@ -33,12 +33,23 @@ def main(out: Path) -> None:
     torch.manual_seed(0)  # every rank builds the same initial model
     model = lipnets.LipschitzMLP(2, 1, (64, 64), input_norm="2").to(device)
     history = lipnets.fit(
-        model, HingeLoss(0.1), moons(2000, 0), moons(500, 1), epochs=30, lr=1e-2, batch_size=256,
-        metrics=["accuracy"], checkpoint=out / "two_moons.pt", seed=0, progress=False,
+        model,
+        HingeLoss(0.1),
+        moons(2000, 0),
+        moons(500, 1),
+        epochs=30,
+        lr=1e-2,
+        batch_size=256,
+        metrics=["accuracy"],
+        checkpoint=out / "two_moons.pt",
+        seed=0,
+        progress=False,
     )
     if dist.get_rank() == 0:
         bound = lipnets.lipschitz_bound(model)
-        print(f"| ranks | val accuracy | lipschitz bound |\n|---|---|---|\n| {dist.get_world_size()} | {history['val_accuracy'][-1]:.3f} | {bound:.6f} |")
+        print(
+            f"| ranks | val accuracy | lipschitz bound |\n|---|---|---|\n| {dist.get_world_size()} | {history['val_accuracy'][-1]:.3f} | {bound:.6f} |"
+        )
     dist.destroy_process_group()
 
 

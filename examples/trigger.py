@@ -22,6 +22,7 @@ same rows, in one run. Run: `OMP_NUM_THREADS=1 python examples/trigger.py [--qui
 from __future__ import annotations
 
 import argparse
+import itertools
 import platform
 import sys
 import tempfile
@@ -32,17 +33,17 @@ import lightgbm as lgb
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import onnxruntime  # noqa: E402
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import onnxruntime
+import torch
+from torch import nn
 
-import lipnets  # noqa: E402
-from lipnets.export import to_onnx, to_plain  # noqa: E402
-from lipnets.losses import TauBCEWithLogitsLoss  # noqa: E402
-from lipnets.reporting import format_table  # noqa: E402
-from lipnets.sklearn import ScaledNetwork  # noqa: E402
+import lipnets
+from lipnets.export import to_onnx, to_plain
+from lipnets.io.report import format_table
+from lipnets.losses import TauBCEWithLogitsLoss
+from lipnets.sklearn import ScaledNetwork
 
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "trigger.md"
 MASS, C_TAU_MM_PER_PS, B_LIFETIME_PS = 5.3, 0.2998, 1.5
@@ -119,8 +120,16 @@ def train_networks(X: np.ndarray, y: np.ndarray, epochs: int, seed: int) -> dict
     models["monotonic Lipschitz NN"].set_scaling(mean, scale)
     for model in models.values():
         lipnets.fit(
-            model, TauBCEWithLogitsLoss(), (inputs[train], targets[train]), (inputs[val], targets[val]),
-            epochs=epochs, lr=3e-3, batch_size=512, patience=5, seed=seed, progress=False,
+            model,
+            TauBCEWithLogitsLoss(),
+            (inputs[train], targets[train]),
+            (inputs[val], targets[val]),
+            epochs=epochs,
+            lr=3e-3,
+            batch_size=512,
+            patience=5,
+            seed=seed,
+            progress=False,
         )
         model.eval()
     return models
@@ -173,7 +182,13 @@ def throughput(monotonic: nn.Module, booster: lgb.LGBMClassifier, rows: np.ndarr
         )
     reference = timings[lightgbm]
     return [
-        {"model": name, "rows": len(rows), "seconds": seconds, "rows per second": f"{len(rows) / seconds:.3g}", "speed-up vs LightGBM": reference / seconds}
+        {
+            "model": name,
+            "rows": len(rows),
+            "seconds": seconds,
+            "rows per second": f"{len(rows) / seconds:.3g}",
+            "speed-up vs LightGBM": reference / seconds,
+        }
         for name, seconds in timings.items()
     ]
 
@@ -215,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     for axis, (name, model) in zip(axes, models.items()):
         threshold = float(np.quantile(_scores(model, test_background), 1.0 - OUTPUT_RATE))
         flat_pass = _scores(model, flat_signal) > threshold
-        efficiency = np.array([flat_pass[(flat_t >= lo) & (flat_t < hi)].mean() for lo, hi in zip(LIFETIME_BINS[:-1], LIFETIME_BINS[1:])])
+        efficiency = np.array([flat_pass[(flat_t >= lo) & (flat_t < hi)].mean() for lo, hi in itertools.pairwise(LIFETIME_BINS)])
         response = _scores(model, grid).reshape(grid_pt.shape)
         probability = 1.0 / (1.0 + np.exp(-response))
         image = axis.pcolormesh(grid_pt, grid_chi2, probability, cmap="RdBu", vmin=0.0, vmax=1.0, shading="auto")

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache, lru_cache
 
 import torch
 from sklearn.datasets import load_digits
 from torch import nn
 
 import lipnets
-from lipnets.certify import predicted_labels
+from lipnets.guarantees.certify import predicted_labels
 from lipnets.losses import HingeLoss, MulticlassHingeLoss
 
 NORMS = ("1", "2", "inf")
@@ -29,7 +29,7 @@ def digits() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     return x[TEST_POINTS:], y[TEST_POINTS:], x[:TEST_POINTS], y[:TEST_POINTS]
 
 
-@lru_cache(maxsize=None)
+@cache
 def trained_model(classes: int, norm: str) -> nn.Module:
     """A LipschitzMLP(64 -> 64 -> 64 -> out) from the l_`norm` input, trained on digits.
 

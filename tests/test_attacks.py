@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers_certify import NORMS, held_out, predict, trained_model
 from torch import nn
 
 import lipnets
-from lipnets.attacks import pgd, project_l1_ball
-from lipnets.certify import certified_radius
+from helpers_certify import NORMS, held_out, predict, trained_model
+from lipnets.guarantees.attacks import pgd, project_l1_ball
+from lipnets.guarantees.certify import certified_radius
 
 LAYER_NORM = {"1": "1-inf", "2": "2", "inf": "inf"}  # a dense layer from each input norm
 
@@ -99,19 +99,19 @@ def test_pgd_bad_input_raises_clear_errors() -> None:
     model = trained_model(10, "2")
     x, y = held_out(10)
     x, y = x[:8], y[:8]
-    with pytest.raises(ValueError, match="unknown norm"):
+    with pytest.raises(ValueError, match=r"unknown norm"):
         pgd(model, x, y, 0.1, "3")
-    with pytest.raises(ValueError, match="eps"):
+    with pytest.raises(ValueError, match=r"eps"):
         pgd(model, x, y, -0.1, "2")
-    with pytest.raises(ValueError, match="eps"):
+    with pytest.raises(ValueError, match=r"eps"):
         pgd(model, x, y, torch.ones(5), "2")
-    with pytest.raises(ValueError, match="steps"):
+    with pytest.raises(ValueError, match=r"steps"):
         pgd(model, x, y, 0.1, "2", steps=0)
-    with pytest.raises(ValueError, match="restarts"):
+    with pytest.raises(ValueError, match=r"restarts"):
         pgd(model, x, y, 0.1, "2", restarts=0)
-    with pytest.raises(ValueError, match="step_size"):
+    with pytest.raises(ValueError, match=r"step_size"):
         pgd(model, x, y, 0.1, "2", step_size=float("inf"))
-    with pytest.raises(ValueError, match="class indices"):
+    with pytest.raises(ValueError, match=r"class indices"):
         pgd(model, x, y + 10, 0.1, "2")
-    with pytest.raises(ValueError, match="NaN"):
+    with pytest.raises(ValueError, match=r"NaN"):
         pgd(model, torch.full_like(x, float("nan")), y, 0.1, "2")

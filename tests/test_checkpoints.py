@@ -52,11 +52,11 @@ def test_checkpoint_from_another_architecture_changes_nothing(tmp_path) -> None:
     save_weights(LipschitzMLP(4, 2, (16,)), tmp_path / "wide.pt")
     model = LipschitzMLP(4, 2, (8,))
     before = snapshot(model)
-    with pytest.raises(CheckpointError, match="another architecture: wrong shapes"):
+    with pytest.raises(CheckpointError, match=r"another architecture: wrong shapes"):
         load_weights(model, tmp_path / "wide.pt")
     assert_unchanged(model, before)
     save_weights(LipschitzMLP(4, 2, (8, 8)), tmp_path / "deep.pt")
-    with pytest.raises(CheckpointError, match="unexpected"):
+    with pytest.raises(CheckpointError, match=r"unexpected"):
         load_weights(model, tmp_path / "deep.pt")
     assert_unchanged(model, before)
 
@@ -67,5 +67,5 @@ def test_non_finite_weights_are_refused(tmp_path) -> None:
         source[0].parametrizations.weight.original[0, 0] = float("nan")
     save_weights(source, tmp_path / "nan.pt")
     model = LipschitzMLP(4, 2, (8,))
-    with pytest.raises(CheckpointError, match="NaN"):
+    with pytest.raises(CheckpointError, match=r"NaN"):
         load_weights(model, tmp_path / "nan.pt")

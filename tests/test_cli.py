@@ -1,16 +1,17 @@
 """The `lipnets` command: fit -> predict -> certify -> export round trips, and clean failures on bad input."""
 
 import io
-import re
 import json
+import re
 
 import numpy as np
 import onnxruntime
 import pandas as pd
 import pytest
 
-from lipnets import cli, persistence
-from lipnets.persistence import ModelDirectoryError, load_model
+from lipnets import cli
+from lipnets.io import ModelFolderError, model_folder
+from lipnets.sklearn.persistence import load_model
 
 SMALL = ["--hidden", "8,8", "--epochs", "25", "--learning-rate", "0.01"]
 
@@ -75,7 +76,9 @@ def test_classification_round_trip_and_certificates(workspace, capsys):
     assert list(result.columns) == ["prediction", "proba_fail", "proba_pass"]
     assert (result.prediction == frame.label).mean() > 0.8
 
-    code, out, _ = _run(capsys, "certify", workspace / "cls", workspace / "train.parquet", "--eps", "0.01,0.1", "--out", workspace / "radii.csv")
+    code, out, _ = _run(
+        capsys, "certify", workspace / "cls", workspace / "train.parquet", "--eps", "0.01,0.1", "--out", workspace / "radii.csv"
+    )
     assert code == 0 and "certified accuracy at 0.01" in out
     radius = pd.read_csv(workspace / "radii.csv").radius.to_numpy()
     # moving any row by 0.99 of its radius along any axis (l1 length 0.99 r, original units) keeps its class
@@ -128,7 +131,7 @@ def test_failure_while_saving_leaves_no_folder(tmp_path, capsys, monkeypatch):
     def broken(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(persistence, "save_weights", broken)
+    monkeypatch.setattr(model_folder, "save_weights", broken)
     code, _, err = _run(capsys, "fit", data, "--target", "y", "--out", tmp_path / "model", *SMALL)
     assert code == 2 and "disk full" in err
     assert sorted(path.name for path in tmp_path.iterdir()) == ["data.csv"]
@@ -152,9 +155,9 @@ def _copy_model(workspace, tmp_path):
     [
         (lambda d: (d / "weights.pt").write_bytes((d / "weights.pt").read_bytes()[:-10] + b"0123456789"), "sha256 differs"),
         (lambda d: (d / "weights.pt").unlink(), "weights.pt is missing"),
-        (lambda d: (d / "config.json").unlink(), "not a lipnets model directory"),
+        (lambda d: (d / "config.json").unlink(), "not a lipnets model folder"),
         (lambda d: (d / "config.json").write_text("{not json"), "config.json is corrupt"),
-        (lambda d: _edit(d, format="other-tool"), "not a lipnets model directory"),
+        (lambda d: _edit(d, format="other-tool"), "not a lipnets model folder"),
         (lambda d: _edit(d, format_version=99), "model format 99"),
         (lambda d: _edit(d, lipschitz_bound=1e-3), "bound"),
         (lambda d: _edit(d, scaler={**_config(d)["scaler"], "mean": [0.0, 0.0, 0.0]}), "scaler's mean"),
@@ -164,7 +167,7 @@ def _copy_model(workspace, tmp_path):
 def test_corrupt_or_foreign_model_directories(workspace, tmp_path, capsys, damage, message):
     folder = _copy_model(workspace, tmp_path)
     damage(folder)
-    with pytest.raises(ModelDirectoryError, match=message):
+    with pytest.raises(ModelFolderError, match=message):
         load_model(folder)
     code, out, err = _run(capsys, "predict", folder, workspace / "train.csv")
     assert code == 2 and message.split()[0].split("'")[0] in err and out == ""

@@ -176,15 +176,15 @@ def test_refusals(kwargs, message) -> None:
 
 def test_bound_needs_a_valid_input_shape() -> None:
     layer = LipschitzConv2d(2, 4, 5)
-    with pytest.raises(ValueError, match="depends on the input size"):
+    with pytest.raises(ValueError, match=r"depends on the input size"):
         layer.lipschitz_bound()
-    with pytest.raises(ValueError, match="depends on the input size"):
+    with pytest.raises(ValueError, match=r"depends on the input size"):
         lipnets.lipschitz_bound(torch.nn.Sequential(layer))
-    with pytest.raises(ValueError, match="smaller than the kernel"):
+    with pytest.raises(ValueError, match=r"smaller than the kernel"):
         layer.lipschitz_bound((2, 3, 3))
-    with pytest.raises(ValueError, match="channels=2"):
+    with pytest.raises(ValueError, match=r"channels=2"):
         layer.lipschitz_bound((3, 8, 8))
-    with pytest.raises(ValueError, match="even|odd"):
+    with pytest.raises(ValueError, match=r"even|odd"):
         SLLBlock(4, kernel_size=2)
 
 
@@ -211,11 +211,14 @@ def test_circular_sll_adjoint_is_exact() -> None:
     assert float((forward * y).sum()) == pytest.approx(float((x * adjoint).sum()), rel=1e-10)
 
 
-@pytest.mark.parametrize("module", [
-    lambda: LipschitzConv2d(2, 4, 3, 2, 1, norm="aol", padding_mode="circular"),
-    lambda: LipschitzConv1d(2, 4, 3, 1, 1, norm="orthogonal"),
-    lambda: SLLBlock(2, 4),
-])
+@pytest.mark.parametrize(
+    "module",
+    [
+        lambda: LipschitzConv2d(2, 4, 3, 2, 1, norm="aol", padding_mode="circular"),
+        lambda: LipschitzConv1d(2, 4, 3, 1, 1, norm="orthogonal"),
+        lambda: SLLBlock(2, 4),
+    ],
+)
 def test_export_is_plain_and_equal(module) -> None:
     layer = module().double()
     shape = (2, 8) if isinstance(layer, LipschitzConv1d) else (2, 8, 8)

@@ -10,10 +10,10 @@ import pytest
 import torch
 
 import lipnets
-from lipnets.attacks import pgd
-from lipnets.certify import certified_radius, predicted_labels
-from lipnets.convnets import LipschitzConvNet
+from lipnets.guarantees.attacks import pgd
+from lipnets.guarantees.certify import certified_radius, predicted_labels
 from lipnets.losses import MulticlassHingeLoss
+from lipnets.models.convnet import LipschitzConvNet
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
@@ -60,7 +60,9 @@ def test_model_jacobians_below_bound_and_certificates_hold(layer, activation, sh
                 assert jacobian_norm(model, point) <= bound * (1 + 1e-9)
     model.eval()
     # the norms are given: tracked_norms(model) without an input shape cannot size the convolutions
-    assert lipnets.empirical_lipschitz(model, x[:8], input_norm="2", output_norm="2", steps=30) <= lipnets.lipschitz_bound(model, shape) * (1 + 1e-9)
+    assert lipnets.empirical_lipschitz(model, x[:8], input_norm="2", output_norm="2", steps=30) <= lipnets.lipschitz_bound(model, shape) * (
+        1 + 1e-9
+    )
     radius = certified_radius(model, x)
     prediction = predicted_labels(model(x))
     adversarial = pgd(model, x, prediction, 0.999 * radius, "2", steps=30, restarts=2)
@@ -71,13 +73,13 @@ def test_model_cap_and_refusals() -> None:
     model = LipschitzConvNet(1, 3, (8, 8), depth=2, width=4, layer="aol", lipschitz=2.0)
     assert lipnets.bound_of(model, (1, 8, 8)).cap == pytest.approx(2.0)
     assert lipnets.bound_of(LipschitzConvNet(1, 3, (8, 8), depth=2, width=4, layer="spectral"), (1, 8, 8)).cap == float("inf")
-    with pytest.raises(ValueError, match="unknown layer"):
+    with pytest.raises(ValueError, match=r"unknown layer"):
         LipschitzConvNet(1, 3, (8, 8), layer="cayley")
-    with pytest.raises(ValueError, match="2-d"):
+    with pytest.raises(ValueError, match=r"2-d"):
         LipschitzConvNet(1, 3, (16,), layer="sll")
-    with pytest.raises(ValueError, match="strides must give 3"):
+    with pytest.raises(ValueError, match=r"strides must give 3"):
         LipschitzConvNet(1, 3, (8, 8), depth=3, strides=[2, 2])
-    with pytest.raises(ValueError, match="width even"):
+    with pytest.raises(ValueError, match=r"width even"):
         LipschitzConvNet(1, 3, (8, 8), width=5)
 
 
@@ -96,7 +98,24 @@ def test_cifar10_recipe_smoke(tmp_path: Path) -> None:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     out = tmp_path / "table.md"
-    row = module.main(["--data", str(tmp_path), "--epochs", "1", "--depth", "2", "--width", "4", "--batch-size", "8", "--out", str(out), "--device", "cpu"])
+    row = module.main(
+        [
+            "--data",
+            str(tmp_path),
+            "--epochs",
+            "1",
+            "--depth",
+            "2",
+            "--width",
+            "4",
+            "--batch-size",
+            "8",
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+        ]
+    )
     assert 0.0 <= row["certified@36/255"] <= row["clean"] <= 1.0
     assert row["L"] <= 1.0 + 1e-6  # SLL blocks and an AOL stem: 1-Lipschitz by construction
     assert "certified@36/255" in out.read_text()

@@ -28,7 +28,7 @@ def test_sin_with_outlier_puts_the_only_noise_at_the_outlier():
 def test_sin_with_outlier_noise_scale():
     x, y, outlier = sin_with_outlier(20000, seed=1, noise_sd=0.1, outlier_sd=1.0)
     residual = (y - torch.sin(x)).flatten()
-    rest = torch.cat([residual[:outlier], residual[outlier + 1:]])
+    rest = torch.cat([residual[:outlier], residual[outlier + 1 :]])
     assert rest.std().item() == pytest.approx(0.1, rel=0.03)
 
 
@@ -100,5 +100,5 @@ def test_bad_arguments_raise_clear_errors(call):
 
 
 def test_seed_must_be_an_int_or_generator():
-    with pytest.raises(TypeError, match="seed"):
+    with pytest.raises(TypeError, match=r"seed"):
         sin_with_outlier(10, seed=1.5)

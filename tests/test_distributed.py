@@ -48,10 +48,19 @@ def build(config: str, seed: int) -> nn.Module:
     return nn.Sequential(spectral_norm(nn.Linear(2, 16)), nn.ReLU(), spectral_norm(nn.Linear(16, 1)))
 
 
-def train(net: nn.Module, checkpoint: Path | None = None) -> lipnets.train.History:
+def train(net: nn.Module, checkpoint: Path | None = None) -> lipnets.training.History:
     return lipnets.fit(
-        net, HingeLoss(0.1), data(0), data(1), epochs=EPOCHS, lr=1e-2, batch_size=GLOBAL_BATCH,
-        metrics=["accuracy"], checkpoint=checkpoint, seed=3, progress=True,
+        net,
+        HingeLoss(0.1),
+        data(0),
+        data(1),
+        epochs=EPOCHS,
+        lr=1e-2,
+        batch_size=GLOBAL_BATCH,
+        metrics=["accuracy"],
+        checkpoint=checkpoint,
+        seed=3,
+        progress=True,
     )
 
 

@@ -65,5 +65,5 @@ def test_export_parity_check_catches_a_changed_function() -> None:
 
     model = Shifted()
     model.inner[0].to_plain = lambda: nn.Linear(3, 4)  # a wrong twin
-    with pytest.raises(RuntimeError, match="differs from the original"):
+    with pytest.raises(RuntimeError, match=r"differs from the original"):
         to_plain(model, check_input=torch.randn(8, 3))

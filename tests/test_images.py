@@ -39,15 +39,15 @@ def test_idx_errors(tmp_path: Path) -> None:
     assert read_idx(good).shape == (2, 3)
     truncated = tmp_path / "truncated"
     truncated.write_bytes(good.read_bytes()[:-1])
-    with pytest.raises(ValueError, match="corrupt or truncated"):
+    with pytest.raises(ValueError, match=r"corrupt or truncated"):
         read_idx(truncated)
     bad_magic = tmp_path / "bad"
     bad_magic.write_bytes(b"\x01\x02\x08\x01" + good.read_bytes()[4:])
-    with pytest.raises(ValueError, match="not an IDX file"):
+    with pytest.raises(ValueError, match=r"not an IDX file"):
         read_idx(bad_magic)
-    with pytest.raises(FileNotFoundError, match="never downloads"):
+    with pytest.raises(FileNotFoundError, match=r"never downloads"):
         load_mnist(tmp_path, "train")
-    with pytest.raises(ValueError, match="unknown split"):
+    with pytest.raises(ValueError, match=r"unknown split"):
         load_mnist(tmp_path, "validation")
 
 
@@ -60,7 +60,7 @@ def test_cifar10_binary_batches(tmp_path: Path) -> None:
         pixels = rng.integers(0, 256, (3, 3072), dtype=np.uint8)
         (tmp_path / name).write_bytes(np.concatenate([labels, pixels], axis=1).tobytes())
     x, y = load_cifar10(tmp_path, "train")
-    assert x.shape == (15, 3, 32, 32) and 0.0 <= float(x.min()) and float(x.max()) <= 1.0
+    assert x.shape == (15, 3, 32, 32) and float(x.min()) >= 0.0 and float(x.max()) <= 1.0
     assert y.tolist() == np.concatenate(expected_labels[:5]).tolist()
     # the first record's red channel is its first 1024 pixel bytes, row-major
     first = np.frombuffer((tmp_path / "data_batch_1.bin").read_bytes()[1:1025], dtype=np.uint8).reshape(32, 32)
@@ -68,7 +68,7 @@ def test_cifar10_binary_batches(tmp_path: Path) -> None:
     x_test, y_test = load_cifar10(tmp_path, "test")
     assert len(x_test) == 3 and y_test.tolist() == expected_labels[5].tolist()
     (tmp_path / "test_batch.bin").write_bytes(b"\x00" * 100)
-    with pytest.raises(ValueError, match="whole number"):
+    with pytest.raises(ValueError, match=r"whole number"):
         load_cifar10(tmp_path, "test")
 
 
@@ -80,10 +80,10 @@ def test_digits_adapter() -> None:
 
 
 def test_mnist1d_adapter() -> None:
-    (x, y), (x_test, y_test) = load_mnist1d(num_samples=100, seed=3)
+    (x, y), (x_test, _y_test) = load_mnist1d(num_samples=100, seed=3)
     assert x.shape == (80, 1, 40) and x_test.shape == (20, 1, 40)
     assert float(x.min()) == 0.0 and float(x.max()) == 1.0
-    assert 0.0 <= float(x_test.min()) and float(x_test.max()) <= 1.0
+    assert float(x_test.min()) >= 0.0 and float(x_test.max()) <= 1.0
     assert y.dtype == torch.int64 and set(y.tolist()) <= set(range(10))
-    with pytest.raises(ValueError, match="num_samples"):
+    with pytest.raises(ValueError, match=r"num_samples"):
         load_mnist1d(num_samples=5)

@@ -28,7 +28,9 @@ def jacobian_operator_norm(model: nn.Module, x: torch.Tensor, p_in: str, p_out: 
     worst = 0.0
     for point in x:
         jac = torch.autograd.functional.jacobian(model, point.unsqueeze(0)).reshape(-1, point.numel()).double()
-        worst = max(worst, lipnets.norms.operator_norm(jac, p_in, p_out) if (p_in, p_out) != ("2", "2") else float(torch.linalg.svdvals(jac).max()))
+        worst = max(
+            worst, lipnets.norms.operator_norm(jac, p_in, p_out) if (p_in, p_out) != ("2", "2") else float(torch.linalg.svdvals(jac).max())
+        )
     return worst
 
 
@@ -83,16 +85,16 @@ def test_chain_mismatch_names_both_layers() -> None:
 
 
 def test_untracked_module_is_refused() -> None:
-    with pytest.raises(UntrackedModuleError, match="nn.Linear|Linear"):
+    with pytest.raises(UntrackedModuleError, match=r"nn.Linear|Linear"):
         lipnets.lipschitz_bound(nn.Sequential(nn.Linear(3, 3), nn.ReLU()))
 
 
 def test_group_size_must_divide_the_width() -> None:
-    with pytest.raises(ValueError, match="group_size=4 does not divide the hidden width 6"):
+    with pytest.raises(ValueError, match=r"group_size=4 does not divide the hidden width 6"):
         LipschitzMLP(3, 1, (6,), group_size=4)
-    with pytest.raises(ValueError, match="divisible by 3"):
+    with pytest.raises(ValueError, match=r"divisible by 3"):
         GroupSort(3)(torch.randn(2, 5))
-    with pytest.raises(ValueError, match="positive integer"):
+    with pytest.raises(ValueError, match=r"positive integer"):
         GroupSort(0)
 
 
@@ -113,7 +115,7 @@ def test_guarantee_functions_refuse_nan_and_change_nothing(function: str) -> Non
     before = {k: v.clone() for k, v in model.state_dict().items()}
     x = torch.randn(5, 3)
     x[2, 1] = float("nan")
-    with pytest.raises(ValueError, match="NaN or inf"):
+    with pytest.raises(ValueError, match=r"NaN or inf"):
         if function == "empirical":
             lipnets.empirical_lipschitz(model, x)
         else:

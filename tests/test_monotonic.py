@@ -89,9 +89,11 @@ def test_feature_scale_bounds_each_partial_derivative() -> None:
 def test_large_per_layer_constants_are_refused() -> None:
     """The trap of monotonicnetworks: lipschitz=10 on each layer multiplies to 100, which can break
     monotonicity once trained, even though freshly initialised weights look harmless."""
-    inner = nn.Sequential(LipschitzLinear(3, 8, norm="1-inf", lipschitz=10.0), GroupSort(), LipschitzLinear(8, 1, norm="inf", lipschitz=10.0))
+    inner = nn.Sequential(
+        LipschitzLinear(3, 8, norm="1-inf", lipschitz=10.0), GroupSort(), LipschitzLinear(8, 1, norm="inf", lipschitz=10.0)
+    )
     assert lipnets.lipschitz_bound(inner) < 10.0  # today's weights are small...
-    with pytest.raises(MonotonicityError, match="constraints allow a Lipschitz constant up to 100"):
+    with pytest.raises(MonotonicityError, match=r"constraints allow a Lipschitz constant up to 100"):
         MonotonicWrapper(inner, 1.0, [1, 0, 0])
 
 
@@ -110,5 +112,5 @@ def test_bad_monotone_specs(monotone, message: str) -> None:
 
 
 def test_bad_feature_scale() -> None:
-    with pytest.raises(ValueError, match="feature_scale"):
+    with pytest.raises(ValueError, match=r"feature_scale"):
         MonotonicMLP(3, [1, 0, 0], (4,), feature_scale=[1.0, -1.0, 1.0])

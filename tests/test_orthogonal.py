@@ -118,7 +118,7 @@ def test_float64_layer_reaches_float64_precision() -> None:
 
 @pytest.mark.parametrize("options", [{"iterations": 0}, {"step_iterations": 1.5}, {"tol": -1.0}, {"tol": float("nan")}])
 def test_bad_options_are_refused(options: dict) -> None:
-    with pytest.raises(ValueError, match="iterations|tol"):
+    with pytest.raises(ValueError, match=r"iterations|tol"):
         Orthogonal(1.0, **options)
 
 
@@ -131,8 +131,9 @@ def test_eval_cache_follows_in_place_updates() -> None:
         layer.parametrizations.weight.original.add_(torch.randn(8, 8))
     after = layer(x)
     assert not torch.allclose(after, before)
-    torch.testing.assert_close(after, x @ layer.weight_constraint().refine(
-        layer.weight_constraint().normalize(layer.parametrizations.weight.original.detach())).T)
+    torch.testing.assert_close(
+        after, x @ layer.weight_constraint().refine(layer.weight_constraint().normalize(layer.parametrizations.weight.original.detach())).T
+    )
     other = LipschitzLinear(8, 8, norm="orthogonal", bias=False)
     layer.load_state_dict(other.state_dict())
     torch.testing.assert_close(layer(x), other.eval()(x))

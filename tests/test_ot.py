@@ -94,7 +94,7 @@ def test_weights_equal_repeated_samples_and_are_scale_free():
 
 def test_minibatches_drawn_with_the_weights():
     rng = np.random.default_rng(4)
-    x, y = rng.normal(size=(64, 2)), rng.normal(size=(64, 2)) + [2.0, 0.0]
+    x, y = rng.normal(size=(64, 2)), rng.normal(size=(64, 2)) + np.array([2.0, 0.0])
     w = rng.uniform(0.5, 1.5, size=64)
     exact = emd2(x, y, "2", w)
     distance, _ = wasserstein1(x, y, weights_x=w, batch_size=16, hidden=(16, 16), steps=150, lr=1e-2)
@@ -142,7 +142,7 @@ def test_bad_input_is_refused_and_leaves_the_critic_unchanged(change, message):
 
 
 def test_critic_of_another_norm_is_refused():
-    with pytest.raises(ValueError, match="l1 input norm but the ground metric is l2"):
+    with pytest.raises(ValueError, match=r"l1 input norm but the ground metric is l2"):
         wasserstein1(torch.zeros(2, 2), torch.ones(2, 2), critic=make_critic(2, "1", (8, 8)), norm="2")
 
 
@@ -189,7 +189,7 @@ def test_loss_in_eval_mode_leaves_the_critic_alone():
     loss_fn(x, torch.ones(3, 2)).backward()
     assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
     assert all(torch.equal(before[k], v) for k, v in loss_fn.critic.state_dict().items())
-    with pytest.raises(ValueError, match="critic_steps"):
+    with pytest.raises(ValueError, match=r"critic_steps"):
         Wasserstein1Loss(2, critic_steps=-1)
 
 

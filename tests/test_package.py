@@ -12,14 +12,19 @@ def test_every_public_name_resolves() -> None:
 
 
 def test_star_import_works() -> None:
-    result = subprocess.run([sys.executable, "-c", "from lipnets import *; print(LipschitzLinear.__name__, fit.__name__)"], capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", "from lipnets import *; print(LipschitzLinear.__name__, fit.__name__)"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["LipschitzLinear", "fit"]
 
 
 def test_unknown_attribute_raises_attribute_error() -> None:
     try:
-        lipnets.no_such_name  # noqa: B018
+        lipnets.no_such_name
     except AttributeError as error:
         assert "no_such_name" in str(error)
     else:

@@ -84,9 +84,9 @@ def test_bounds_compose_through_a_model() -> None:
 
 
 def test_pooling_refusals() -> None:
-    with pytest.raises(ValueError, match="kernel_size"):
+    with pytest.raises(ValueError, match=r"kernel_size"):
         L2NormPool2d(0)
-    with pytest.raises(ValueError, match="stride"):
+    with pytest.raises(ValueError, match=r"stride"):
         ScaledAvgPool2d(2, (1, 2, 3))
-    with pytest.raises(ValueError, match="kernel_size"):
+    with pytest.raises(ValueError, match=r"kernel_size"):
         ScaledAvgPool2d(2.5)

@@ -51,7 +51,9 @@ def test_gram_iteration_never_underestimates(rows, cols, scale, seed, iterations
 def test_conversion_factor_is_sound_and_attained(dim, seed, p_from, p_to) -> None:
     x = random_matrix(100, dim, 1.0, seed)
     factor = conversion_factor(p_from, p_to, dim)
-    assert (torch.linalg.vector_norm(x, ord=order(p_to), dim=1) <= factor * torch.linalg.vector_norm(x, ord=order(p_from), dim=1) * (1 + 1e-12)).all()
+    assert (
+        torch.linalg.vector_norm(x, ord=order(p_to), dim=1) <= factor * torch.linalg.vector_norm(x, ord=order(p_from), dim=1) * (1 + 1e-12)
+    ).all()
     extremal = torch.ones(dim, dtype=torch.float64) if order(p_to) < order(p_from) else torch.eye(dim, dtype=torch.float64)[0]
     ratio = torch.linalg.vector_norm(extremal, ord=order(p_to)) / torch.linalg.vector_norm(extremal, ord=order(p_from))
     assert math.isclose(float(ratio), factor, rel_tol=1e-12)
@@ -69,7 +71,9 @@ def test_conversion_factor_is_sound_and_attained(dim, seed, p_from, p_to) -> Non
     rescaling=st.sampled_from(["clip", "scale"]),
 )
 def test_any_free_weight_maps_into_the_constraint(inputs, outputs, constant, scale, seed, norm, vectorwise, rescaling) -> None:
-    layer = lipnets.LipschitzLinear(inputs, outputs, norm=norm, lipschitz=constant, vectorwise=vectorwise, rescaling=rescaling, dtype=torch.float64)
+    layer = lipnets.LipschitzLinear(
+        inputs, outputs, norm=norm, lipschitz=constant, vectorwise=vectorwise, rescaling=rescaling, dtype=torch.float64
+    )
     with torch.no_grad():
         layer.parametrizations.weight.original.copy_(random_matrix(outputs, inputs, scale, seed))
     assert layer.lipschitz_bound() <= constant * (1 + 1e-9)

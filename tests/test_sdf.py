@@ -1,14 +1,16 @@
 """One-class SDF: scikit-learn API, sign conventions, certified AUROC (Prop. 12), negative sampling, set operations."""
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 from sklearn.metrics import roc_auc_score
-from torch import nn
 
 from lipnets import LipschitzMLP, bound_of, lipschitz_bound, tracked_norms
+from lipnets.bounds import BoundedModule
 from lipnets.sdf import (
     OneClassSDF,
     SDFUnion,
@@ -21,7 +23,7 @@ from lipnets.sdf import (
 )
 
 
-class Disk(nn.Module):
+class Disk(BoundedModule):
     """The exact SDF of a disk, positive inside: r - ||x - c||_2 (1-Lipschitz in l2)."""
 
     input_norm = "2"
@@ -72,7 +74,7 @@ def test_certified_auroc_is_the_auroc_at_zero_and_decreases_with_eps():
     values = certified_auroc(inliers, outliers, radii)
     assert values[0] == pytest.approx(auroc, abs=1e-12)
     assert all(v <= auroc + 1e-12 for v in values)
-    assert all(later <= earlier for earlier, later in zip(values, values[1:]))
+    assert all(later <= earlier for earlier, later in itertools.pairwise(values))
 
 
 @pytest.mark.parametrize(
@@ -142,9 +144,9 @@ def test_sklearn_api_and_sign_conventions(disk_model):
     params = model.get_params()
     assert params["eps"] == 0.05 and params["strategy"] == "lazy"
     assert clone(model).get_params() == params
-    with pytest.raises(ValueError, match="features"):
+    with pytest.raises(ValueError, match=r"features"):
         model.predict(np.zeros((3, 3)))
-    with pytest.raises(ValueError, match="NaN"):
+    with pytest.raises(ValueError, match=r"NaN"):
         model.score_samples(np.array([[np.nan, 0.0]]))
 
 
@@ -179,11 +181,11 @@ def test_bad_parameters_are_refused(params, message):
 def test_bad_data_is_refused():
     with pytest.raises(NotFittedError):
         OneClassSDF().predict(np.zeros((2, 2)))
-    with pytest.raises(ValueError, match="empty"):
+    with pytest.raises(ValueError, match=r"empty"):
         OneClassSDF().fit(np.zeros((0, 2)))
-    with pytest.raises(ValueError, match="NaN"):
+    with pytest.raises(ValueError, match=r"NaN"):
         OneClassSDF().fit(np.array([[0.0, np.inf], [1.0, 1.0]]))
-    with pytest.raises(ValueError, match="at least 2"):
+    with pytest.raises(ValueError, match=r"at least 2"):
         OneClassSDF().fit(np.zeros((1, 2)))
 
 
@@ -248,18 +250,22 @@ def test_set_operations_keep_the_bound_after_training():
     half = SDFUnion(b)
     assert lipschitz_bound(half) == pytest.approx(lipschitz_bound(b)) and lipschitz_bound(half) <= 0.5 + 1e-6
     state = shape.state_dict()
-    twin = sdf_difference(sdf_union(LipschitzMLP(2, 1, (16, 16), input_norm="2", hidden_norm="orthogonal"),
-                                    LipschitzMLP(2, 1, (16, 16), lipschitz=0.5, input_norm="2", hidden_norm="orthogonal")),
-                          Disk([0.5, 0.5], 0.7))
+    twin = sdf_difference(
+        sdf_union(
+            LipschitzMLP(2, 1, (16, 16), input_norm="2", hidden_norm="orthogonal"),
+            LipschitzMLP(2, 1, (16, 16), lipschitz=0.5, input_norm="2", hidden_norm="orthogonal"),
+        ),
+        Disk([0.5, 0.5], 0.7),
+    )
     twin.load_state_dict(state)
     torch.testing.assert_close(twin.eval()(x), shape.eval()(x))
     assert lipschitz_bound(twin) == pytest.approx(lipschitz_bound(shape))
 
 
 def test_set_operations_refuse_mixed_norms_and_non_modules():
-    with pytest.raises(ValueError, match="different input norms"):
+    with pytest.raises(ValueError, match=r"different input norms"):
         sdf_union(Disk([0.0, 0.0], 1.0), LipschitzMLP(2, 1, (8, 8), input_norm="1"))
-    with pytest.raises(TypeError, match="critic_"):
+    with pytest.raises(TypeError, match=r"critic_"):
         sdf_union(Disk([0.0, 0.0], 1.0), OneClassSDF())
-    with pytest.raises(ValueError, match="at least one"):
+    with pytest.raises(ValueError, match=r"at least one"):
         sdf_union()

@@ -18,9 +18,7 @@ from lipnets.sklearn import LipschitzClassifier, LipschitzRegressor, MonotonicCl
 FAST = dict(epochs=20, hidden=(8, 8), batch_size=64, learning_rate=0.02, validation_fraction=0.0, random_state=0)
 
 
-@parametrize_with_checks(
-    [MonotonicRegressor(**FAST), MonotonicClassifier(**FAST), LipschitzRegressor(**FAST), LipschitzClassifier(**FAST)]
-)
+@parametrize_with_checks([MonotonicRegressor(**FAST), MonotonicClassifier(**FAST), LipschitzRegressor(**FAST), LipschitzClassifier(**FAST)])
 def test_sklearn_checks(estimator, check):
     check(estimator)
 
@@ -28,9 +26,7 @@ def test_sklearn_checks(estimator, check):
 def _table(n: int = 240, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray]:
     """Columns on very different scales; y rises in `dose`, falls in `price`, and is not monotone in `age`."""
     rng = np.random.default_rng(seed)
-    frame = pd.DataFrame(
-        {"dose": rng.uniform(0, 1000, n), "price": rng.normal(3.0, 0.01, n), "age": rng.uniform(-2, 2, n)}
-    )
+    frame = pd.DataFrame({"dose": rng.uniform(0, 1000, n), "price": rng.normal(3.0, 0.01, n), "age": rng.uniform(-2, 2, n)})
     y = 0.004 * frame.dose - 150 * (frame.price - 3.0) + np.sin(2 * frame.age) + 0.3 * rng.normal(size=n)
     return frame, y.to_numpy()
 
@@ -162,9 +158,9 @@ def test_bad_constraints_fail_cleanly(constraints, message):
 
 def test_constraints_need_names_or_per_class_rows():
     X, y = _table(n=60)
-    with pytest.raises(ValueError, match="no column names"):
+    with pytest.raises(ValueError, match=r"no column names"):
         MonotonicRegressor({"dose": 1}, epochs=1).fit(X.to_numpy(), y)
-    with pytest.raises(ValueError, match="per-class constraints"):
+    with pytest.raises(ValueError, match=r"per-class constraints"):
         MonotonicClassifier([1, 0, 0], epochs=1).fit(X, np.arange(60) % 3)
 
 
@@ -188,7 +184,7 @@ def test_failed_refit_leaves_the_fitted_model_usable(regressor):
     model, X, _ = regressor
     before, names = model.predict(X), list(model.feature_names_in_)
     narrow = X.drop(columns="dose")  # valid data, but the constraints name the dropped column
-    with pytest.raises(ValueError, match="unknown column.*'dose'"):
+    with pytest.raises(ValueError, match=r"unknown column.*'dose'"):
         model.fit(narrow, np.zeros(len(narrow)))
     assert model.n_features_in_ == 3 and list(model.feature_names_in_) == names
     assert np.array_equal(model.predict(X), before)

@@ -122,7 +122,7 @@ def test_check_unconstrained_refuses_a_model_at_its_cap():
     paper_toys.check_unconstrained(LipschitzMLP(1, 1, (4, 4), lipschitz=paper_toys.UNCONSTRAINED))
     with torch.no_grad():
         model[0].parametrizations.weight.original.fill_(5.0)
-    with pytest.raises(RuntimeError, match="reached its cap"):
+    with pytest.raises(RuntimeError, match=r"reached its cap"):
         paper_toys.check_unconstrained(model)
 
 

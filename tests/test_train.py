@@ -8,10 +8,10 @@ from sklearn.datasets import make_moons
 from torch.utils.data import DataLoader, TensorDataset
 
 import lipnets
-from lipnets.checkpoints import CheckpointError
+from lipnets.io import CheckpointError, load_checkpoint
 from lipnets.losses import HingeLoss, TauBCEWithLogitsLoss
 from lipnets.norms import layer_operator_norm
-from lipnets.train import History, load_checkpoint
+from lipnets.training import History
 
 
 def moons(n: int = 256, seed: int = 0):
@@ -65,7 +65,9 @@ def test_early_stopping_stops_on_patience_and_restores_the_best_weights():
         snapshots[epoch] = copy.deepcopy(net.state_dict())
 
     net = model()
-    history = lipnets.fit(net, HingeLoss(0.5), TRAIN, flipped, epochs=30, lr=5e-3, batch_size=32, patience=2, callbacks=[snapshot], progress=False)
+    history = lipnets.fit(
+        net, HingeLoss(0.5), TRAIN, flipped, epochs=30, lr=5e-3, batch_size=32, patience=2, callbacks=[snapshot], progress=False
+    )
     assert history.stopped_early
     assert history.epochs == history.best_epoch + 3 < 30
     best = history["val_loss"][history.best_epoch]
@@ -76,7 +78,9 @@ def test_early_stopping_stops_on_patience_and_restores_the_best_weights():
 
 
 def test_monitoring_a_metric_keeps_the_epoch_with_the_highest_value():
-    history = lipnets.fit(model(), HingeLoss(0.1), TRAIN, VAL, epochs=5, batch_size=32, metrics=["accuracy"], monitor="val_accuracy", progress=False)
+    history = lipnets.fit(
+        model(), HingeLoss(0.1), TRAIN, VAL, epochs=5, batch_size=32, metrics=["accuracy"], monitor="val_accuracy", progress=False
+    )
     assert history["val_accuracy"][history.best_epoch] == max(history["val_accuracy"])
 
 
@@ -126,7 +130,7 @@ def test_checkpoint_of_another_architecture_raises_and_changes_nothing(tmp_path)
     net = model()
     optimizer = torch.optim.Adam(net.parameters())
     before = copy.deepcopy(net.state_dict())
-    with pytest.raises(CheckpointError, match="another architecture"):
+    with pytest.raises(CheckpointError, match=r"another architecture"):
         load_checkpoint(path, net, optimizer)
     assert all(torch.equal(net.state_dict()[key], before[key]) for key in before)
     assert optimizer.state_dict()["state"] == {}
@@ -168,7 +172,7 @@ def test_dataloaders_are_accepted():
 
 
 def test_a_diverging_loss_raises():
-    with pytest.raises(FloatingPointError, match="lower lr"):
+    with pytest.raises(FloatingPointError, match=r"lower lr"):
         lipnets.fit(model(), lambda output, target: output.sum() * float("nan"), TRAIN, epochs=1, progress=False)
 
 

@@ -35,5 +35,5 @@ def test_quick_demo_writes_the_heatmap_grid_and_one_row_per_loss(tmp_path):
 
 
 def test_unknown_loss_name_is_refused():
-    with pytest.raises(ValueError, match="unknown loss"):
+    with pytest.raises(ValueError, match=r"unknown loss"):
         train_with("cross entropy", FULL)

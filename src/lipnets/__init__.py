@@ -1,38 +1,81 @@
-"""lipnets: neural networks with provable Lipschitz bounds, monotonicity and certified robustness."""
+"""lipnets: neural networks with provable Lipschitz bounds, monotonicity and certified robustness.
+
+The package is organised in floors, each importing only from the floors below it:
+norms <- constraints <- bounds <- layers <- models <- guarantees, training, io, export <- ot, sdf,
+sklearn <- cli, demos. The names below are the common entry points; each subpackage is reachable as
+an attribute (`lipnets.losses`, `lipnets.ot`, ...), loaded on first use.
+"""
 
 from __future__ import annotations
 
-from torch import nn
+import importlib
+from typing import Any
 
-from . import export
-from .checkpoints import CheckpointError, load_weights, save_weights
-from .bounds import Bound, NormChainError, UntrackedModuleError, bound_of
-from .guarantees import MonotonicityReport, check_monotonic, empirical_lipschitz, lipschitz_bound, tracked_norms
-from .layers import Abs, FullSort, GroupSort, LipschitzLinear, MaxMin
-from .models import LipschitzMLP
-from .monotonic import MonotonicityError, MonotonicMLP, MonotonicWrapper
+from ._version import __version__
 
-__version__ = "0.1.0"
+SUBPACKAGES = (
+    "bounds",
+    "cli",
+    "constraints",
+    "datasets",
+    "demos",
+    "export",
+    "guarantees",
+    "io",
+    "layers",
+    "losses",
+    "models",
+    "norms",
+    "ot",
+    "sdf",
+    "sklearn",
+    "training",
+)
 
-# Names defined in modules that import heavier dependencies are loaded on first use.
-_LAZY = {
-    "fit": "lipnets.train",
-    "certified_radius": "lipnets.certify",
-    "certified_accuracy": "lipnets.certify",
-    "AbstainingClassifier": "lipnets.certify",
-    "LipschitzConv1d": "lipnets.layers.conv",
-    "LipschitzConv2d": "lipnets.layers.conv",
-    "SLLBlock": "lipnets.layers.conv",
-    "LipschitzConvNet": "lipnets.convnets",
-    "History": "lipnets.train",
+# Public name -> the module that defines it. Everything is imported on first use, so `import lipnets`
+# stays fast and an optional dependency is only needed by the feature that uses it.
+_NAMES = {
+    "Bound": "lipnets.bounds",
+    "BoundedModule": "lipnets.bounds",
+    "FixedBound": "lipnets.bounds",
+    "NormChainError": "lipnets.bounds",
+    "UntrackedModuleError": "lipnets.bounds",
+    "bound_of": "lipnets.bounds",
+    "lipschitz_bound": "lipnets.bounds",
+    "tracked_norms": "lipnets.bounds",
+    "Abs": "lipnets.layers",
+    "FullSort": "lipnets.layers",
+    "GroupSort": "lipnets.layers",
+    "MaxMin": "lipnets.layers",
+    "LipschitzLinear": "lipnets.layers",
+    "LipschitzConv1d": "lipnets.layers",
+    "LipschitzConv2d": "lipnets.layers",
+    "SLLBlock": "lipnets.layers",
+    "L2NormPool2d": "lipnets.layers",
+    "ScaledAvgPool2d": "lipnets.layers",
+    "InvertibleDownsampling": "lipnets.layers",
+    "GlobalL2Pool2d": "lipnets.layers",
+    "LayerCentering": "lipnets.layers",
+    "project_": "lipnets.layers",
+    "LipschitzMLP": "lipnets.models",
+    "LipschitzConvNet": "lipnets.models",
+    "MonotonicMLP": "lipnets.models",
+    "MonotonicWrapper": "lipnets.models",
+    "MonotonicityError": "lipnets.models",
+    "MonotonicityReport": "lipnets.guarantees",
+    "check_monotonic": "lipnets.guarantees",
+    "empirical_lipschitz": "lipnets.guarantees",
+    "certified_radius": "lipnets.guarantees",
+    "certified_accuracy": "lipnets.guarantees",
+    "AbstainingClassifier": "lipnets.guarantees",
+    "fit": "lipnets.training",
+    "History": "lipnets.training",
+    "CheckpointError": "lipnets.io",
+    "save_weights": "lipnets.io",
+    "load_weights": "lipnets.io",
     "wasserstein1": "lipnets.ot",
     "Wasserstein1Loss": "lipnets.ot",
     "OneClassSDF": "lipnets.sdf",
-    "L2NormPool2d": "lipnets.layers.pooling",
-    "ScaledAvgPool2d": "lipnets.layers.pooling",
-    "InvertibleDownsampling": "lipnets.layers.pooling",
-    "GlobalL2Pool2d": "lipnets.layers.pooling",
-    "LayerCentering": "lipnets.layers.pooling",
     "MonotonicRegressor": "lipnets.sklearn",
     "MonotonicClassifier": "lipnets.sklearn",
     "LipschitzRegressor": "lipnets.sklearn",
@@ -40,45 +83,19 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
+def __getattr__(name: str) -> Any:
+    if name in _NAMES:
+        return getattr(importlib.import_module(_NAMES[name]), name)
+    if name in SUBPACKAGES:
+        return importlib.import_module(f"lipnets.{name}")
     raise AttributeError(f"module 'lipnets' has no attribute {name!r}")
 
 
-def project_(model: nn.Module) -> nn.Module:
-    """Project every mode="project" layer of `model` back into its feasible set; call after optimizer.step()."""
-    for module in model.modules():
-        if getattr(module, "mode", None) == "project" and hasattr(module, "project_"):
-            module.project_()
-    return model
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_NAMES, *SUBPACKAGES])
 
 
-__all__ = [
-    "Abs",
-    "Bound",
-    "CheckpointError",
-    "FullSort",
-    "GroupSort",
-    "LipschitzLinear",
-    "LipschitzMLP",
-    "MaxMin",
-    "MonotonicMLP",
-    "MonotonicWrapper",
-    "MonotonicityError",
-    "MonotonicityReport",
-    "NormChainError",
-    "UntrackedModuleError",
-    "bound_of",
-    "export",
-    "check_monotonic",
-    "empirical_lipschitz",
-    "lipschitz_bound",
-    "load_weights",
-    "project_",
-    "save_weights",
-    "tracked_norms",
-    *_LAZY,
-]
+EXTRA_MODULES = ("lipnets.sklearn", "lipnets.sdf")
+"""Modules that need an optional dependency (scikit-learn): reachable as attributes, left out of `import *`."""
+
+__all__ = ["__version__", *(name for name, module in _NAMES.items() if module not in EXTRA_MODULES)]

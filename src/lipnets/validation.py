@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import importlib
+from types import ModuleType
+
 import torch
+from torch import nn
 
 
 def check_finite(x: torch.Tensor, name: str = "x") -> torch.Tensor:
@@ -33,3 +37,63 @@ def as_monotone(monotone, in_features: int | None = None) -> torch.Tensor:
     if in_features is not None and spec.shape[-1] != in_features:
         raise ValueError(f"monotone has {spec.shape[-1]} entries per output but the model has {in_features} inputs")
     return spec
+
+
+def as_samples(x, name: str = "x", dtype: torch.dtype | None = None) -> torch.Tensor:
+    """`x` as a finite, non-empty (n, d) tensor; a 1-D input is n samples of one coordinate.
+
+    Tensors keep their dtype, device and autograd graph; other inputs become tensors of `dtype`
+    (default: torch's default dtype).
+    """
+    if not isinstance(x, torch.Tensor):
+        x = torch.as_tensor(x, dtype=dtype or torch.get_default_dtype())
+    if not x.is_floating_point():
+        x = x.to(dtype or torch.get_default_dtype())
+    if x.dim() == 1:
+        x = x[:, None]
+    if x.dim() != 2:
+        raise ValueError(f"{name} must be a (samples, features) matrix or a 1-D vector of samples, got shape {tuple(x.shape)}")
+    if x.shape[0] == 0 or x.shape[1] == 0:
+        raise ValueError(f"{name} is empty (shape {tuple(x.shape)}): a distribution needs at least one sample with at least one feature")
+    check_finite(x.detach(), name)
+    return x
+
+
+def as_weights(weights, n: int, like: torch.Tensor, name: str = "weights") -> torch.Tensor:
+    """Validated sample weights normalised to sum 1 (uniform when None); keeps the autograd graph.
+
+    Weights must be finite, non-negative, of length n, and not all zero: a probability measure is
+    what the Kantorovich-Rubinstein dual compares.
+    """
+    if weights is None:
+        return torch.full((n,), 1.0 / n, dtype=like.dtype, device=like.device)
+    if not isinstance(weights, torch.Tensor):
+        weights = torch.as_tensor(weights, dtype=like.dtype)
+    weights = weights.to(device=like.device, dtype=like.dtype)
+    if weights.dim() != 1 or weights.shape[0] != n:
+        raise ValueError(f"{name} must be a vector with one weight per sample ({n}), got shape {tuple(weights.shape)}")
+    values = check_finite(weights.detach(), name)
+    if (values < 0).any():
+        raise ValueError(f"{name} has {int((values < 0).sum())} negative entries: sample weights (energies, counts) must be >= 0")
+    total = values.sum()
+    if total <= 0:
+        raise ValueError(f"{name} are all zero: at least one sample needs a positive weight")
+    return weights / total
+
+
+def scores_of(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The (n,) scores of a scalar model (a critic, an SDF) whose output has shape (n,) or (n, 1)."""
+    out = model(x)
+    if out.dim() == 2 and out.shape[1] == 1:
+        return out[:, 0]
+    if out.dim() != 1:
+        raise ValueError(f"the model must return one score per sample, got output shape {tuple(out.shape)}")
+    return out
+
+
+def require_extra(module: str, extra: str) -> ModuleType:
+    """Import the optional dependency `module`, or raise ImportError naming the extra that installs it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as error:
+        raise ImportError(f"this feature needs {module}, which is not installed: pip install 'lipnets[{extra}]'") from error

@@ -4,4 +4,14 @@ from .base import WeightConstraint, check_lipschitz
 from .conv import ConvAOL, ConvSpectralNorm, ReshapedKernelOrthogonal
 from .dense import DirectNorm, Orthogonal, SpectralNorm, dense_constraint
 
-__all__ = ["ConvAOL", "ConvSpectralNorm", "ReshapedKernelOrthogonal", "DirectNorm", "Orthogonal", "SpectralNorm", "WeightConstraint", "check_lipschitz", "dense_constraint"]
+__all__ = [
+    "ConvAOL",
+    "ConvSpectralNorm",
+    "DirectNorm",
+    "Orthogonal",
+    "ReshapedKernelOrthogonal",
+    "SpectralNorm",
+    "WeightConstraint",
+    "check_lipschitz",
+    "dense_constraint",
+]

@@ -123,9 +123,7 @@ class Orthogonal(WeightConstraint):
     tol: bound on ||QᵀQ - I||_2 at which `refine` (eval mode, export) stops; default 8 sqrt(n) eps.
     """
 
-    def __init__(
-        self, lipschitz: float = 1.0, *, iterations: int = 15, step_iterations: int = 1, tol: float | None = None
-    ) -> None:
+    def __init__(self, lipschitz: float = 1.0, *, iterations: int = 15, step_iterations: int = 1, tol: float | None = None) -> None:
         super().__init__(lipschitz)
         for name, value in (("iterations", iterations), ("step_iterations", step_iterations)):
             if int(value) != value or value < 1:
@@ -146,7 +144,4 @@ class Orthogonal(WeightConstraint):
         return self.lipschitz * bjorck_converged(weight / self.lipschitz, self.tol)
 
     def extra_repr(self) -> str:
-        return (
-            f"lipschitz={self.lipschitz:g}, iterations={self.iterations}, "
-            f"step_iterations={self.step_iterations}, tol={self.tol}"
-        )
+        return f"lipschitz={self.lipschitz:g}, iterations={self.iterations}, step_iterations={self.step_iterations}, tol={self.tol}"

@@ -13,7 +13,10 @@ import numpy as np
 import torch
 
 _IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
-_MNIST_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"), "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+_MNIST_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
 _CIFAR_FILES = {"train": tuple(f"data_batch_{i}.bin" for i in range(1, 6)), "test": ("test_batch.bin",)}
 _CIFAR_RECORD = 1 + 3 * 32 * 32
 
@@ -43,7 +46,9 @@ def read_idx(path: str | Path) -> np.ndarray:
     dtype = np.dtype(_IDX_TYPES[data[2]])
     expected = int(np.prod(shape)) * dtype.itemsize
     if len(data) - header != expected:
-        raise ValueError(f"{path} holds {len(data) - header} bytes of data but its header {shape} needs {expected}: the file is corrupt or truncated")
+        raise ValueError(
+            f"{path} holds {len(data) - header} bytes of data but its header {shape} needs {expected}: the file is corrupt or truncated"
+        )
     return np.frombuffer(data, dtype=dtype, offset=header).reshape(shape)
 
 
@@ -111,4 +116,7 @@ def load_mnist1d(num_samples: int = 5000, seed: int = 42) -> tuple[tuple[torch.T
     def scaled(x: np.ndarray) -> torch.Tensor:
         return torch.tensor(np.clip((x - low) / (high - low), 0.0, 1.0), dtype=torch.float32).unsqueeze(1)
 
-    return (scaled(data["x"]), torch.tensor(data["y"], dtype=torch.int64)), (scaled(data["x_test"]), torch.tensor(data["y_test"], dtype=torch.int64))
+    return (scaled(data["x"]), torch.tensor(data["y"], dtype=torch.int64)), (
+        scaled(data["x_test"]),
+        torch.tensor(data["y_test"], dtype=torch.int64),
+    )

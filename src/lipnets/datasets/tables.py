@@ -57,9 +57,7 @@ def check_numeric(table: pd.DataFrame, role: str = "feature") -> pd.DataFrame:
     for name in table.columns:
         dtype = table[name].dtype
         if not (pd.api.types.is_numeric_dtype(dtype) or pd.api.types.is_bool_dtype(dtype)):
-            raise TableError(
-                f"{role} column {name!r} is not numeric (dtype {dtype}): encode it as numbers or drop it"
-            )
+            raise TableError(f"{role} column {name!r} is not numeric (dtype {dtype}): encode it as numbers or drop it")
     values = table.astype("float64")
     finite = np.isfinite(values.to_numpy()).all(axis=0)
     bad = [str(name) for name, ok in zip(values.columns, finite) if not ok]

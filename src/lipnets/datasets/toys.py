@@ -92,9 +92,7 @@ def noisy_log(
     return x.float().unsqueeze(1), y.float().unsqueeze(1)
 
 
-def oscillating_circle(
-    theta: torch.Tensor, r: float = 1.5, alpha: float = 0.18, omega: float = 5.0
-) -> torch.Tensor:
+def oscillating_circle(theta: torch.Tensor, r: float = 1.5, alpha: float = 0.18, omega: float = 5.0) -> torch.Tensor:
     """The points r [cos t, sin t] + alpha [cos(omega t), sin(omega t)] of the boundary of Eq. 3.3.
 
     A circle of radius r plus a small circle of radius alpha turning omega times: its radius oscillates

@@ -10,16 +10,19 @@ import importlib
 from collections.abc import Callable
 from pathlib import Path
 
+from ..validation import require_extra
+
 DEMOS: dict[str, str] = {
     "paper-toys": "lipnets.demos.paper_toys",
     "two-moons": "lipnets.demos.two_moons",
     "ot-sdf": "lipnets.demos.ot_sdf",
 }
-"""Demo name -> module defining `run`. Issues add their demos here."""
+"""Demo name -> module defining `run`."""
 
 
 def load(name: str) -> Callable[[Path, bool], list[dict]]:
     """The `run` function of the demo called `name`."""
     if name not in DEMOS:
         raise ValueError(f"unknown demo {name!r}: choose from {', '.join(DEMOS)}")
+    require_extra("matplotlib", "plots")
     return importlib.import_module(DEMOS[name]).run

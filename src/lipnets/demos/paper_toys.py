@@ -26,8 +26,11 @@ from matplotlib.figure import Figure
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
-from .. import LipschitzLinear, LipschitzMLP, MonotonicMLP, bound_of, check_monotonic
+from ..bounds import bound_of
 from ..datasets import noisy_log, oscillating_circles, sin_with_outlier
+from ..guarantees import check_monotonic
+from ..layers import LipschitzLinear
+from ..models import LipschitzMLP, MonotonicMLP
 
 LAMBDA = 1.0
 """The paper's Lipschitz constant for Figs. 1 and 2."""
@@ -161,9 +164,25 @@ class Runs:
 
 
 COLUMNS = (
-    "figure", "model", "runs", "lambda", "lambda (paper)", "max slope", "sound bound", "guaranteed",
-    "true slope", "true slope (paper)", "outlier slope, min over runs", "violations", "non-monotone runs",
-    "mse vs truth", "mse in gap", "train mse", "train mse (paper)", "setting", "setting (paper)",
+    "figure",
+    "model",
+    "runs",
+    "lambda",
+    "lambda (paper)",
+    "max slope",
+    "sound bound",
+    "guaranteed",
+    "true slope",
+    "true slope (paper)",
+    "outlier slope, min over runs",
+    "violations",
+    "non-monotone runs",
+    "mse vs truth",
+    "mse in gap",
+    "train mse",
+    "train mse (paper)",
+    "setting",
+    "setting (paper)",
 )
 """The summary table's columns; each '(paper)' column sits next to ours. 'true slope' is the largest
 slope of the noise-free function on the grid; for Fig. 3 it is the smallest l1 constant of any exact fit."""
@@ -173,17 +192,19 @@ def summary(figure: str, model: str, runs: Runs, constant: float | None, max_slo
     """One table row: measured slope <= sound bound <= guaranteed constant, the fit, and `extra` columns."""
     bounds = [bound_of(m) for m in runs.models]
     row = dict.fromkeys(COLUMNS, "")
-    row.update({
-        "figure": figure,
-        "model": model,
-        "runs": len(runs.models),
-        "lambda": constant if constant is not None else "none",
-        "lambda (paper)": constant if constant is not None else "none",
-        "max slope": max_slope,
-        "sound bound": max(bound.value for bound in bounds),
-        "guaranteed": max(bound.cap for bound in bounds) if constant is not None else "none",
-        "train mse": sum(mse(predict(m, x), y) for m, (x, y) in zip(runs.models, runs.data)) / len(runs.models),
-    })
+    row.update(
+        {
+            "figure": figure,
+            "model": model,
+            "runs": len(runs.models),
+            "lambda": constant if constant is not None else "none",
+            "lambda (paper)": constant if constant is not None else "none",
+            "max slope": max_slope,
+            "sound bound": max(bound.value for bound in bounds),
+            "guaranteed": max(bound.cap for bound in bounds) if constant is not None else "none",
+            "train mse": sum(mse(predict(m, x), y) for m, (x, y) in zip(runs.models, runs.data)) / len(runs.models),
+        }
+    )
     unknown = set(extra) - set(COLUMNS)
     if unknown:
         raise KeyError(f"columns {sorted(unknown)} are not in COLUMNS")
@@ -191,9 +212,7 @@ def summary(figure: str, model: str, runs: Runs, constant: float | None, max_slo
     return row
 
 
-def train_kind(
-    build: Callable[[], nn.Module], constant: float | None, data: list, seeds: int, steps: int, grid: torch.Tensor
-) -> Runs:
+def train_kind(build: Callable[[], nn.Module], constant: float | None, data: list, seeds: int, steps: int, grid: torch.Tensor) -> Runs:
     """Train one model per data set, seeds 0..seeds-1 on each consecutive group, and evaluate on `grid`."""
     models = [model for _ in range(len(data) // seeds) for model in seeded(build, range(seeds))]
     train_together(models, data, steps)
@@ -242,15 +261,24 @@ def sin_figure(out_dir: Path, budget: Budget) -> list[dict]:
         runs = train_kind(build, constant, [(x, y)] * budget.seeds, budget.seeds, budget.sin_steps, grid)
         steep = slopes(runs.curves, grid)
         draw_runs(axes, grid, runs.curves, color, f"{name} ({budget.seeds} seeds)", zorder)
-        rows.append(summary("1 sin + outlier", name, runs, constant, float(steep.max()), {
-            "true slope": float(slopes(truth, grid).max()),
-            "true slope (paper)": "cos x (max 1)",
-            "outlier slope, min over runs": float(outlier_slope(runs.curves, grid, float(x[outlier])).min()),
-            "violations": "n/a",
-            "mse vs truth": mse(runs.curves, truth.expand_as(runs.curves)),
-            "setting": f"{len(x)} points, noise sd {SIN_NOISE['noise_sd']:g}, outlier sd {SIN_NOISE['outlier_sd']:g}",
-            "setting (paper)": "noise variance 0.01, one outlier of variance 1",
-        }))
+        rows.append(
+            summary(
+                "1 sin + outlier",
+                name,
+                runs,
+                constant,
+                float(steep.max()),
+                {
+                    "true slope": float(slopes(truth, grid).max()),
+                    "true slope (paper)": "cos x (max 1)",
+                    "outlier slope, min over runs": float(outlier_slope(runs.curves, grid, float(x[outlier])).min()),
+                    "violations": "n/a",
+                    "mse vs truth": mse(runs.curves, truth.expand_as(runs.curves)),
+                    "setting": f"{len(x)} points, noise sd {SIN_NOISE['noise_sd']:g}, outlier sd {SIN_NOISE['outlier_sd']:g}",
+                    "setting (paper)": "noise variance 0.01, one outlier of variance 1",
+                },
+            )
+        )
     axes.plot(grid.flatten().numpy(), truth.numpy(), "k--", linewidth=1, label="sin x (truth)", zorder=4)
     axes.scatter(x.flatten().numpy(), y.flatten().numpy(), s=12, color="tab:purple", zorder=5, label="data")
     axes.scatter(x[outlier].numpy(), y[outlier].numpy(), s=80, facecolors="none", edgecolors="red", zorder=5, label="outlier")
@@ -290,20 +318,29 @@ def log_figure(out_dir: Path, budget: Budget) -> list[dict]:
             part = slice(row * per_scenario, (row + 1) * per_scenario)
             mine = Runs(runs.models[part], runs.data[part], runs.curves[part])
             for noise in range(budget.realisations):
-                seeds = mine.curves[noise * budget.seeds:(noise + 1) * budget.seeds]
+                seeds = mine.curves[noise * budget.seeds : (noise + 1) * budget.seeds]
                 draw_runs(panels[row, noise], grid, seeds, color, name, zorder)
             reports = [check_monotonic(model, grid, [1]) for model in mine.models]
             inside = (grid.flatten() >= gap[0]) & (grid.flatten() <= gap[1])
-            rows.append(summary(f"2 log, {scenario}", name, mine, constant, float(slopes(mine.curves, grid).max()), {
-                "true slope": float(slopes(truth, grid).max()),
-                "true slope (paper)": "1/x (max 1)",
-                "violations": sum(report.violations for report in reports),
-                "non-monotone runs": sum(not report.ok for report in reports),
-                "mse vs truth": mse(mine.curves, truth.expand_as(mine.curves)),
-                "mse in gap": mse(mine.curves[:, inside], truth[inside].expand_as(mine.curves[:, inside])),
-                "setting": f"gap {gap}, {budget.realisations} noise draws, Var = {LOG_NOISE:g} x",
-                "setting (paper)": "gap, 4 noise draws, variance linear in x",
-            }))
+            rows.append(
+                summary(
+                    f"2 log, {scenario}",
+                    name,
+                    mine,
+                    constant,
+                    float(slopes(mine.curves, grid).max()),
+                    {
+                        "true slope": float(slopes(truth, grid).max()),
+                        "true slope (paper)": "1/x (max 1)",
+                        "violations": sum(report.violations for report in reports),
+                        "non-monotone runs": sum(not report.ok for report in reports),
+                        "mse vs truth": mse(mine.curves, truth.expand_as(mine.curves)),
+                        "mse in gap": mse(mine.curves[:, inside], truth[inside].expand_as(mine.curves[:, inside])),
+                        "setting": f"gap {gap}, {budget.realisations} noise draws, Var = {LOG_NOISE:g} x",
+                        "setting (paper)": "gap, 4 noise draws, variance linear in x",
+                    },
+                )
+            )
     for (scenario, noise), (x, y) in samples.items():
         axes = panels[list(LOG_GAPS).index(scenario), noise]
         axes.axvspan(*LOG_GAPS[scenario], color="grey", alpha=0.2, label=f"{scenario} gap")
@@ -358,11 +395,20 @@ def circle_figure(out_dir: Path, budget: Budget) -> list[dict]:
     axes.set_title(f"Fig. 3: Eq. 3.3 ({setting}), lambda={CIRCLE_LAMBDA:g}", fontsize=10)
     axes.legend(fontsize=7, loc="upper right")
     save(figure, out_dir / "fig3_circle.png")
-    return [summary("3 oscillating circle", "Lipschitz", runs, CIRCLE_LAMBDA, measured, {
-        "lambda (paper)": "not given",
-        "true slope": smallest_exact_constant(x, y),
-        "violations": "n/a",
-        "train mse (paper)": "0 (zero loss)",
-        "setting": f"{setting}, curves {CIRCLE['spacing']:g} apart",
-        "setting (paper)": "r=1.5, alpha=0.18, omega not given",
-    })]
+    return [
+        summary(
+            "3 oscillating circle",
+            "Lipschitz",
+            runs,
+            CIRCLE_LAMBDA,
+            measured,
+            {
+                "lambda (paper)": "not given",
+                "true slope": smallest_exact_constant(x, y),
+                "violations": "n/a",
+                "train mse (paper)": "0 (zero loss)",
+                "setting": f"{setting}, curves {CIRCLE['spacing']:g} apart",
+                "setting (paper)": "r=1.5, alpha=0.18, omega not given",
+            },
+        )
+    ]

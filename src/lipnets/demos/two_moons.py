@@ -21,9 +21,10 @@ from matplotlib.figure import Figure
 from sklearn.datasets import make_moons
 from torch import nn
 
-from .. import LipschitzMLP, lipschitz_bound
+from ..bounds import lipschitz_bound
 from ..losses import DynamicHingeLoss, HingeLoss, TauBCEWithLogitsLoss, binary_scores, binary_signs
-from ..train import fit
+from ..models import LipschitzMLP
+from ..training import fit
 
 INPUT_NORM = "1"
 """The paper's architecture: the first layer maps l1 to l-inf, so margins are l1 distances."""

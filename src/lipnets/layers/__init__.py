@@ -1,8 +1,27 @@
-"""Lipschitz layers: dense, convolutional, pooling and activations."""
+"""Lipschitz layers: dense, convolutional, pooling and activations; each reports its bound."""
 
 from .activations import Abs, FullSort, GroupSort, MaxMin, NormPreserving, make_activation
+from .constrained import ConstrainedWeight, project_
 from .conv import LipschitzConv1d, LipschitzConv2d, SLLBlock
+from .linear import LipschitzLinear
 from .pooling import GlobalL2Pool2d, InvertibleDownsampling, L2NormPool2d, LayerCentering, ScaledAvgPool2d
-from .linear import LipschitzLinear, ConstrainedWeight
 
-__all__ = ["GlobalL2Pool2d", "InvertibleDownsampling", "L2NormPool2d", "LayerCentering", "LipschitzConv1d", "LipschitzConv2d", "SLLBlock", "ScaledAvgPool2d", "Abs", "FullSort", "GroupSort", "LipschitzLinear", "MaxMin", "NormPreserving", "ConstrainedWeight", "make_activation"]
+__all__ = [
+    "Abs",
+    "ConstrainedWeight",
+    "FullSort",
+    "GlobalL2Pool2d",
+    "GroupSort",
+    "InvertibleDownsampling",
+    "L2NormPool2d",
+    "LayerCentering",
+    "LipschitzConv1d",
+    "LipschitzConv2d",
+    "LipschitzLinear",
+    "MaxMin",
+    "NormPreserving",
+    "SLLBlock",
+    "ScaledAvgPool2d",
+    "make_activation",
+    "project_",
+]

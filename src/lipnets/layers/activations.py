@@ -1,24 +1,23 @@
-"""Gradient-norm-preserving activations (FORMULAS.md, "Activations"): 1-Lipschitz in every l_p norm."""
+"""Gradient-norm-preserving activations: 1-Lipschitz in every l_p norm (docs/reference/composition.md)."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
+from ..bounds import FixedBound
 
-class NormPreserving(nn.Module):
-    """Marks an activation as 1-Lipschitz in every l_p norm, mapping each norm to itself."""
+
+class NormPreserving(FixedBound):
+    """An activation that is 1-Lipschitz in every l_p norm and maps each norm to itself.
+
+    Sorting within groups and absolute values are contractions in every l_p norm (Anil, Lucas and
+    Grosse, "Sorting out Lipschitz function approximation", ICML 2019).
+    """
 
     input_norm = None
     output_norm = None
-
-    def lipschitz_bound(self, input_shape: tuple[int, ...] | None = None) -> float:
-        """1.0: sorting and absolute values are contractions in every l_p norm."""
-        return 1.0
-
-    def lipschitz_cap(self) -> float:
-        """1.0 whatever the input: the activation has no weights."""
-        return 1.0
+    constant = 1.0
 
 
 class GroupSort(NormPreserving):

@@ -14,9 +14,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..bounds import BoundedModule
 from ..constraints.conv import ConvAOL, ConvSpectralNorm, ReshapedKernelOrthogonal
 from ..norms.conv import PADDING_MODES, conv_norm_bound, kernel_adjoint, kernel_gram, rko_bound
-from .linear import ConstrainedWeight
+from .constrained import ConstrainedWeight
 
 CONV_NORMS = ("spectral", "orthogonal", "aol")
 
@@ -33,8 +34,10 @@ def check_conv_options(spatial: int, stride, padding, dilation, groups: int, pad
         raise ValueError(f"unknown padding_mode {padding_mode!r}: choose 'zeros' or 'circular'")
     for name, value, low in (("stride", stride, 1), ("padding", padding, 0), ("dilation", dilation, 1)):
         values = (value,) * spatial if isinstance(value, int) and not isinstance(value, bool) else value
-        if isinstance(values, str) or len(tuple(values)) != spatial or any(
-            isinstance(v, bool) or not isinstance(v, int) or v < low for v in values
+        if (
+            isinstance(values, str)
+            or len(tuple(values)) != spatial
+            or any(isinstance(v, bool) or not isinstance(v, int) or v < low for v in values)
         ):
             raise ValueError(f"{name} must be an integer >= {low} or {spatial} of them, got {value!r}")
     if any(d != 1 for d in ((dilation,) * spatial if isinstance(dilation, int) else dilation)):
@@ -70,7 +73,9 @@ class _LipschitzConv(ConstrainedWeight):
         dtype: torch.dtype | None = None,
     ) -> None:
         check_conv_options(self._spatial, stride, padding, dilation, groups, padding_mode)
-        super().__init__(in_channels, out_channels, kernel_size, stride, padding, bias=bias, padding_mode=padding_mode, device=device, dtype=dtype)
+        super().__init__(
+            in_channels, out_channels, kernel_size, stride, padding, bias=bias, padding_mode=padding_mode, device=device, dtype=dtype
+        )
         self._setup_lipschitz(norm, lipschitz, mode)
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
@@ -135,8 +140,15 @@ class _LipschitzConv(ConstrainedWeight):
     def to_plain(self) -> nn.Module:
         """A plain torch convolution holding the effective (normalised) kernel."""
         plain = self._plain(
-            self.in_channels, self.out_channels, self.kernel_size, self.stride, self.padding,
-            bias=self.bias is not None, padding_mode=self.padding_mode, device=self.weight.device, dtype=self.weight.dtype,
+            self.in_channels,
+            self.out_channels,
+            self.kernel_size,
+            self.stride,
+            self.padding,
+            bias=self.bias is not None,
+            padding_mode=self.padding_mode,
+            device=self.weight.device,
+            dtype=self.weight.dtype,
         )
         return self._bake_into(plain)
 
@@ -167,7 +179,9 @@ def _pad(x: torch.Tensor, padding: int, padding_mode: str) -> torch.Tensor:
 class PlainSLL(nn.Module):
     """The exported SLL block: x - conv(pad(scale * relu(conv(pad(x), K) + b)), K^T) with baked tensors."""
 
-    def __init__(self, weight: torch.Tensor, adjoint: torch.Tensor, bias: torch.Tensor, scale: torch.Tensor, padding: int, padding_mode: str) -> None:
+    def __init__(
+        self, weight: torch.Tensor, adjoint: torch.Tensor, bias: torch.Tensor, scale: torch.Tensor, padding: int, padding_mode: str
+    ) -> None:
         super().__init__()
         self.register_buffer("weight", weight)
         self.register_buffer("adjoint", adjoint)
@@ -181,7 +195,7 @@ class PlainSLL(nn.Module):
         return x - F.conv2d(_pad(hidden, self.padding, self.padding_mode), self.adjoint)
 
 
-class SLLBlock(nn.Module):
+class SLLBlock(BoundedModule):
     """SDP-based Lipschitz residual block (Araujo et al. 2023, Theorem 3): h(x) = x - 2 W T^-1 relu(W^T x + b).
 
     W^T is the convolution with kernel K (inner_channels x channels x k x k, k odd, "same" padding)
@@ -244,7 +258,14 @@ class SLLBlock(nn.Module):
         """The same block with K, K^T, b and 2/t baked into buffers (no lipnets code in its forward)."""
         with torch.no_grad():
             weight = self.weight.detach().clone()
-            return PlainSLL(weight, kernel_adjoint(weight).contiguous(), self.bias.detach().clone(), self.scale().detach().clone(), self.padding, self.padding_mode)
+            return PlainSLL(
+                weight,
+                kernel_adjoint(weight).contiguous(),
+                self.bias.detach().clone(),
+                self.scale().detach().clone(),
+                self.padding,
+                self.padding_mode,
+            )
 
     def extra_repr(self) -> str:
         return f"channels={self.channels}, inner_channels={self.inner_channels}, kernel_size={self.kernel_size}, padding_mode={self.padding_mode!r}"

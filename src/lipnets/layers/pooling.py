@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..bounds import FixedBound
 from .activations import NormPreserving
 
 _EPS = 1e-12
@@ -27,7 +28,7 @@ def _pair(value: int | Sequence[int], name: str) -> tuple[int, int]:
     return tuple(pair)  # type: ignore[return-value]
 
 
-class _WindowPool(nn.Module):
+class _WindowPool(FixedBound):
     """Shared window geometry: each input pixel falls in at most prod ceil(k/s) windows."""
 
     input_norm = "2"
@@ -41,10 +42,6 @@ class _WindowPool(nn.Module):
     def lipschitz_bound(self, input_shape: tuple[int, ...] | None = None) -> float:
         """sqrt(prod ceil(k/s)): 1 for non-overlapping windows, for every input size."""
         return math.sqrt(math.prod(-(-k // s) for k, s in zip(self.kernel_size, self.stride)))
-
-    def lipschitz_cap(self) -> float:
-        """The same constant: there are no weights."""
-        return self.lipschitz_bound()
 
     def extra_repr(self) -> str:
         return f"kernel_size={self.kernel_size}, stride={self.stride}"
@@ -70,7 +67,7 @@ class InvertibleDownsampling(NormPreserving, nn.PixelUnshuffle):
     """Space-to-depth: (C, H, W) -> (C r^2, H/r, W/r), a permutation, so norm-preserving in every l_p."""
 
 
-class GlobalL2Pool2d(nn.Module):
+class GlobalL2Pool2d(FixedBound):
     """(N, C, H, W) -> (N, C): the l2 norm of each channel over space, 1-Lipschitz in l2."""
 
     input_norm = "2"
@@ -79,16 +76,8 @@ class GlobalL2Pool2d(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.sqrt((x * x).sum(dim=(-2, -1)) + _EPS)
 
-    def lipschitz_bound(self, input_shape: tuple[int, ...] | None = None) -> float:
-        """1.0: the map x_c -> ||x_c||_2 is 1-Lipschitz for each channel, and channels are disjoint."""
-        return 1.0
 
-    def lipschitz_cap(self) -> float:
-        """1.0: no weights."""
-        return 1.0
-
-
-class LayerCentering(nn.Module):
+class LayerCentering(FixedBound):
     """x - mean(x) over `dim` (default: every non-batch dim): an orthogonal projection, 1-Lipschitz in l2.
 
     LayerNorm would also divide by a data-dependent scale, which is not Lipschitz.
@@ -106,14 +95,6 @@ class LayerCentering(nn.Module):
             flat = x.flatten(1)
             return (flat - flat.mean(dim=1, keepdim=True)).view_as(x)
         return x - x.mean(dim=self.dim, keepdim=True)
-
-    def lipschitz_bound(self, input_shape: tuple[int, ...] | None = None) -> float:
-        """1.0: subtracting the mean is the orthogonal projection onto its complement."""
-        return 1.0
-
-    def lipschitz_cap(self) -> float:
-        """1.0: no weights."""
-        return 1.0
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}"

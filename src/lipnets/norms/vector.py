@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import math
-from typing import Literal, Union
+from typing import Literal
 
 VectorNorm = Literal["1", "2", "inf"]
-NormLike = Union[str, int, float]
+NormLike = str | int | float
 
 VECTOR_NORMS: tuple[str, ...] = ("1", "2", "inf")
 _ORDER = {"1": 1.0, "2": 2.0, "inf": math.inf}

@@ -5,12 +5,6 @@ HKR loss, margin m = eps (Theorem 2), to separate the data from a complementary 
 samples are pulled towards the level set f = -eps by projected Newton steps (Algorithm 6). The
 trained f approximates S + eps, with S the signed distance to the boundary of the data's support,
 positive inside. `certified_auroc` bounds the AUROC under any l2 attack of radius eps (Prop. 12).
-
-`sdf_union`, `sdf_intersection`, `sdf_difference` and `sdf_complement` compose SDFs with max, min
-and negation (Remark 5.5). Convention: positive inside, as for OneClassSDF's decision function and
-scikit-learn's detectors, so the union is the max (the thesis's remark uses the graphics convention,
-negative inside, where the union is the min). Max, min and negation of L_i-Lipschitz functions are
-max_i L_i-Lipschitz, so the composites follow the bound protocol of `lipnets.lipschitz_bound`.
 """
 
 from __future__ import annotations
@@ -25,12 +19,12 @@ from sklearn.base import BaseEstimator, OutlierMixin
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
-from . import project_
-from .bounds import bound_of
-from .guarantees import lipschitz_bound, tracked_norms
-from .losses import hkr
-from .models import LipschitzMLP
-from .ot import as_samples, scores_of, seeded
+from ..bounds import lipschitz_bound
+from ..layers import project_
+from ..losses import hkr
+from ..models import LipschitzMLP
+from ..training.seeding import seeded
+from ..validation import as_samples, scores_of
 
 STRATEGIES = ("lazy", "alternating")
 
@@ -255,82 +249,3 @@ class OneClassSDF(OutlierMixin, BaseEstimator):
         """
         scores_in, scores_out = self.score_samples(X_in), self.score_samples(X_out)
         return certified_auroc(scores_in, scores_out, eps, lipschitz_bound(self.critic_))
-
-
-# --------------------------------------------------------------------------------------------------
-# set operations (Remark 5.5)
-
-
-class _SDFCombination(nn.Module):
-    """Shared bound protocol: the pointwise max/min of L_i-Lipschitz scalar maps is max_i L_i-Lipschitz."""
-
-    def __init__(self, *parts: nn.Module) -> None:
-        super().__init__()
-        if not parts:
-            raise ValueError(f"{type(self).__name__} needs at least one signed distance function")
-        for index, part in enumerate(parts):
-            if not isinstance(part, nn.Module):
-                raise TypeError(
-                    f"part {index} is a {type(part).__name__}, not an nn.Module: pass a network (for a fitted OneClassSDF, its critic_)"
-                )
-        norms = {tracked_norms(part)[0] for part in parts}
-        if len(norms) > 1:
-            raise ValueError(f"the parts are Lipschitz in different input norms {sorted(norms)}: their combination has no common bound")
-        self.parts = nn.ModuleList(parts)
-        self.input_norm = norms.pop()
-        self.output_norm = self.input_norm  # a scalar output: every l_p norm of it is |f|
-
-    def _stacked(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.stack([scores_of(part, x) for part in self.parts], dim=-1)
-
-    def lipschitz_bound(self, input_shape: tuple[int, ...] | None = None) -> float:
-        """max_i of the parts' sound bounds."""
-        return max(bound_of(part, input_shape).value for part in self.parts)
-
-    def lipschitz_cap(self) -> float:
-        """max_i of the parts' caps."""
-        return max(bound_of(part).cap for part in self.parts)
-
-
-class SDFUnion(_SDFCombination):
-    """max_i f_i: inside (positive) where any part is inside."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._stacked(x).amax(dim=-1, keepdim=True)
-
-
-class SDFIntersection(_SDFCombination):
-    """min_i f_i: inside where every part is inside."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._stacked(x).amin(dim=-1, keepdim=True)
-
-
-class SDFComplement(_SDFCombination):
-    """-f: swaps inside and outside."""
-
-    def __init__(self, part: nn.Module) -> None:
-        super().__init__(part)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return -self._stacked(x)
-
-
-def sdf_union(*parts: nn.Module) -> SDFUnion:
-    """The SDF bound of the union of the parts' shapes: max_i f_i (positive inside)."""
-    return SDFUnion(*parts)
-
-
-def sdf_intersection(*parts: nn.Module) -> SDFIntersection:
-    """The SDF bound of the intersection of the parts' shapes: min_i f_i."""
-    return SDFIntersection(*parts)
-
-
-def sdf_complement(part: nn.Module) -> SDFComplement:
-    """The SDF of the complement of a shape: -f."""
-    return SDFComplement(part)
-
-
-def sdf_difference(a: nn.Module, b: nn.Module) -> SDFIntersection:
-    """The SDF bound of shape a minus shape b: min(f_a, -f_b)."""
-    return SDFIntersection(a, SDFComplement(b))

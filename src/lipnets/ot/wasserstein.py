@@ -19,53 +19,12 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from . import project_
-from .guarantees import lipschitz_bound, tracked_norms
-from .models import LipschitzMLP
-from .norms import as_vector_norm
-from .validation import check_finite
-
-
-def as_samples(x, name: str = "x", dtype: torch.dtype | None = None) -> torch.Tensor:
-    """`x` as a finite, non-empty (n, d) tensor; a 1-D input is n samples of one coordinate.
-
-    Tensors keep their dtype, device and autograd graph; other inputs become tensors of `dtype`
-    (default: torch's default dtype).
-    """
-    if not isinstance(x, torch.Tensor):
-        x = torch.as_tensor(x, dtype=dtype or torch.get_default_dtype())
-    if not x.is_floating_point():
-        x = x.to(dtype or torch.get_default_dtype())
-    if x.dim() == 1:
-        x = x[:, None]
-    if x.dim() != 2:
-        raise ValueError(f"{name} must be a (samples, features) matrix or a 1-D vector of samples, got shape {tuple(x.shape)}")
-    if x.shape[0] == 0 or x.shape[1] == 0:
-        raise ValueError(f"{name} is empty (shape {tuple(x.shape)}): a distribution needs at least one sample with at least one feature")
-    check_finite(x.detach(), name)
-    return x
-
-
-def as_weights(weights, n: int, like: torch.Tensor, name: str = "weights") -> torch.Tensor:
-    """Validated sample weights normalised to sum 1 (uniform when None); keeps the autograd graph.
-
-    Weights must be finite, non-negative, of length n, and not all zero: a probability measure is
-    what the Kantorovich-Rubinstein dual compares.
-    """
-    if weights is None:
-        return torch.full((n,), 1.0 / n, dtype=like.dtype, device=like.device)
-    if not isinstance(weights, torch.Tensor):
-        weights = torch.as_tensor(weights, dtype=like.dtype)
-    weights = weights.to(device=like.device, dtype=like.dtype)
-    if weights.dim() != 1 or weights.shape[0] != n:
-        raise ValueError(f"{name} must be a vector with one weight per sample ({n}), got shape {tuple(weights.shape)}")
-    values = check_finite(weights.detach(), name)
-    if (values < 0).any():
-        raise ValueError(f"{name} has {int((values < 0).sum())} negative entries: sample weights (energies, counts) must be >= 0")
-    total = values.sum()
-    if total <= 0:
-        raise ValueError(f"{name} are all zero: at least one sample needs a positive weight")
-    return weights / total
+from ..bounds import BoundedModule, lipschitz_bound, tracked_norms
+from ..layers import project_
+from ..models import LipschitzMLP
+from ..norms import as_vector_norm
+from ..training.seeding import seeded
+from ..validation import as_samples, as_weights, scores_of
 
 
 def make_critic(
@@ -88,13 +47,6 @@ def make_critic(
     return critic.to(device=device, dtype=dtype)
 
 
-def seeded(seed: int, build, *args, **kwargs):
-    """build(*args, **kwargs) with torch's global generator seeded, restored afterwards (no side effect)."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return build(*args, **kwargs)
-
-
 def check_critic(critic: nn.Module, norm: str) -> None:
     """Refuse a critic whose tracked input norm is not the ground metric (its dual bound would not hold)."""
     input_norm, _ = tracked_norms(critic)
@@ -103,16 +55,6 @@ def check_critic(critic: nn.Module, norm: str) -> None:
             f"the critic is Lipschitz w.r.t. the l{input_norm} input norm but the ground metric is l{as_vector_norm(norm)}: "
             f"build it with lipnets.ot.make_critic(in_features, norm={norm!r})"
         )
-
-
-def scores_of(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """The (n,) scores of a scalar model (a critic, an SDF) whose output has shape (n,) or (n, 1)."""
-    out = model(x)
-    if out.dim() == 2 and out.shape[1] == 1:
-        return out[:, 0]
-    if out.dim() != 1:
-        raise ValueError(f"the model must return one score per sample, got output shape {tuple(out.shape)}")
-    return out
 
 
 def dual_objective(critic: nn.Module, x: torch.Tensor, y: torch.Tensor, weights_x: torch.Tensor, weights_y: torch.Tensor) -> torch.Tensor:
@@ -176,7 +118,7 @@ def certified_estimate(critic: nn.Module, x: torch.Tensor, y: torch.Tensor, weig
     return float(value) / max(1.0, bound)
 
 
-class CTransformCritic(nn.Module):
+class CTransformCritic(BoundedModule):
     """G(z) = max_i (v_i - ||z - x_i||_p): exactly 1-Lipschitz in l_p, as a max of distance cones.
 
     The critic that `c_transform` builds from anchors x_i and values v_i; it follows the bound
@@ -329,7 +271,9 @@ class Wasserstein1Loss(nn.Module):
         self.critic = critic
         self._trainer = _CriticTrainer(critic, lr, batch_size, seed)
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor, weights_x: torch.Tensor | None = None, weights_y: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, y: torch.Tensor, weights_x: torch.Tensor | None = None, weights_y: torch.Tensor | None = None
+    ) -> torch.Tensor:
         x, y, weights_x, weights_y = _prepare(x, y, weights_x, weights_y, self.norm)
         parameter = next(self.critic.parameters())
         x, y, weights_x, weights_y = (t.to(parameter.dtype) for t in (x, y, weights_x, weights_y))

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .bounds import Bound, UntrackedModuleError, bound_of
-from .norms import as_vector_norm, dual, order
-from .validation import check_finite
+from ..bounds import Bound, UntrackedModuleError, bound_of
+from ..norms import as_vector_norm, dual, order
+from ..validation import check_finite
 
 METHODS = ("auto", "generic", "last-layer")
 REJECT = -1
@@ -40,8 +40,7 @@ def logits_of(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
         out = out.unsqueeze(1)
     if out.dim() != 2 or out.shape[0] != len(x):
         raise ValueError(
-            f"the model must return (batch,) scores or (batch, classes) logits, got shape {tuple(out.shape)} "
-            f"for {len(x)} inputs"
+            f"the model must return (batch,) scores or (batch, classes) logits, got shape {tuple(out.shape)} for {len(x)} inputs"
         )
     return out
 
@@ -66,10 +65,7 @@ def check_labels(y, logits: torch.Tensor) -> torch.Tensor:
     classes = logits.shape[1]
     if classes == 1:
         if ((y != 0) & (y != 1) & (y != -1)).any() or ((y == 0).any() and (y == -1).any()):
-            raise ValueError(
-                f"binary labels must be {{0, 1}} or {{-1, +1}}, got values {y.unique().tolist()}; "
-                "class 1 is a positive score"
-            )
+            raise ValueError(f"binary labels must be {{0, 1}} or {{-1, +1}}, got values {y.unique().tolist()}; class 1 is a positive score")
         return (y == 1).long()
     if ((y < 0) | (y >= classes)).any():
         raise ValueError(f"labels must be class indices in 0..{classes - 1} for a {classes}-output model, got {y.unique().tolist()}")

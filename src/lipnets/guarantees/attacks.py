@@ -11,8 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..norms import as_vector_norm
 from .certify import check_labels, logits_of
-from .norms import as_vector_norm
 
 
 def project_l1_ball(v: torch.Tensor, radius: torch.Tensor) -> torch.Tensor:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 import zipfile
 from pathlib import Path
@@ -9,14 +10,20 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .atomic import atomic_file
+
 
 class CheckpointError(ValueError):
     """A checkpoint is corrupt, unreadable, or belongs to another architecture."""
 
 
-def save_weights(model: nn.Module, path: str | Path, metadata: dict | None = None) -> None:
-    """Save the model's state dict and plain-data `metadata` in a file that loads with weights_only=True."""
-    torch.save({"state_dict": model.state_dict(), "metadata": dict(metadata or {})}, Path(path))
+def save_weights(model: nn.Module, path: str | os.PathLike, metadata: dict | None = None) -> None:
+    """Save the model's state dict and plain-data `metadata` in a file that loads with weights_only=True.
+
+    Written atomically: an interrupted save never leaves a half-written file at `path`.
+    """
+    with atomic_file(path) as temporary:
+        torch.save({"state_dict": model.state_dict(), "metadata": dict(metadata or {})}, temporary)
 
 
 def read_checkpoint(path: str | Path) -> dict:
@@ -69,3 +76,30 @@ def load_weights(model: nn.Module, path: str | Path) -> dict:
     check_compatible(model, content["state_dict"], str(path))
     model.load_state_dict(content["state_dict"])
     return content.get("metadata", {})
+
+
+def save_checkpoint(path: str | os.PathLike, model: nn.Module, optimizer: torch.optim.Optimizer | None = None, **metadata) -> None:
+    """Write the model's state dict, the optimizer's and plain `metadata` (lipnets.checkpoints format).
+
+    Written to a temporary sibling and renamed into place, so an interrupted run never leaves a
+    half-written checkpoint; the file loads with `torch.load(path, weights_only=True)`.
+    """
+    save_weights(model, path, {**metadata, "optimizer": optimizer.state_dict() if optimizer is not None else None})
+
+
+def load_checkpoint(path: str | os.PathLike, model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> dict:
+    """Restore `model` (and `optimizer`) from a checkpoint written by `fit`; return its metadata.
+
+    Everything is checked before anything is copied: a corrupt file, or one written for another
+    architecture (different parameter names or shapes), raises `CheckpointError` (a ValueError) and
+    leaves model and optimizer untouched.
+    """
+    content = read_checkpoint(path)
+    check_compatible(model, content["state_dict"], str(path))
+    metadata = content.get("metadata", {})
+    if optimizer is not None:
+        if metadata.get("optimizer") is None:
+            raise CheckpointError(f"{path} holds no optimizer state")
+        optimizer.load_state_dict(metadata["optimizer"])
+    model.load_state_dict(content["state_dict"])
+    return metadata

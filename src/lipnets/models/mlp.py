@@ -6,9 +6,9 @@ from collections.abc import Sequence
 
 from torch import nn
 
-from .constraints import check_lipschitz
-from .layers import LipschitzLinear, make_activation
-from .norms import as_vector_norm
+from ..constraints import check_lipschitz
+from ..layers import LipschitzLinear, make_activation
+from ..norms import as_vector_norm
 
 DISTRIBUTIONS = ("per-layer", "output")
 
@@ -84,8 +84,14 @@ class LipschitzMLP(nn.Sequential):
         for index, (norm, constant) in enumerate(zip(norms, constants)):
             layers.append(
                 LipschitzLinear(
-                    widths[index], widths[index + 1], bias, norm=norm, lipschitz=constant,
-                    vectorwise=vectorwise, rescaling=rescaling, mode=mode,
+                    widths[index],
+                    widths[index + 1],
+                    bias,
+                    norm=norm,
+                    lipschitz=constant,
+                    vectorwise=vectorwise,
+                    rescaling=rescaling,
+                    mode=mode,
                 )
             )
             if index < depth - 1:

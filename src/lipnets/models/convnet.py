@@ -6,10 +6,10 @@ from collections.abc import Sequence
 
 from torch import nn
 
-from .constraints import check_lipschitz
-from .layers import LipschitzConv1d, LipschitzConv2d, LipschitzLinear, SLLBlock, make_activation
-from .layers.conv import CONV_NORMS
-from .norms.conv import conv_output_size
+from ..constraints import check_lipschitz
+from ..layers import LipschitzConv1d, LipschitzConv2d, LipschitzLinear, SLLBlock, make_activation
+from ..layers.conv import CONV_NORMS
+from ..norms.conv import conv_output_size
 
 LAYER_TYPES = (*CONV_NORMS, "sll")
 

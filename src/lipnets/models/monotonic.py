@@ -7,10 +7,10 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from .bounds import bound_of
-from .constraints import check_lipschitz
-from .models import LipschitzMLP
-from .validation import as_monotone
+from ..bounds import BoundedModule, bound_of
+from ..constraints import check_lipschitz
+from ..validation import as_monotone
+from .mlp import LipschitzMLP
 
 ROUNDING_TOLERANCE = 1e-5
 """Relative slack for float rounding when comparing the inner bound with lambda."""
@@ -20,7 +20,7 @@ class MonotonicityError(ValueError):
     """The inner network's gradient can outweigh the monotonic residual."""
 
 
-class MonotonicWrapper(nn.Module):
+class MonotonicWrapper(BoundedModule):
     """f(x) = g(c * x) + lambda * S (c * x): monotone in every input with s_i != 0 (Eqs. 2.3-2.4).
 
     g must be lambda-Lipschitz from l1 (any l_p bound is an l1 bound, since ||x||_p <= ||x||_1), so that
@@ -45,7 +45,11 @@ class MonotonicWrapper(nn.Module):
         self.lipschitz = check_lipschitz(lipschitz)
         spec = as_monotone(monotone)
         self.in_features = spec.shape[-1]
-        scale = torch.ones(self.in_features, dtype=torch.float64) if feature_scale is None else torch.as_tensor(feature_scale, dtype=torch.float64)
+        scale = (
+            torch.ones(self.in_features, dtype=torch.float64)
+            if feature_scale is None
+            else torch.as_tensor(feature_scale, dtype=torch.float64)
+        )
         if scale.shape != (self.in_features,) or not torch.isfinite(scale).all() or (scale <= 0).any():
             raise ValueError(f"feature_scale must hold {self.in_features} finite positive numbers, got {feature_scale!r}")
         dtype = next(module.parameters()).dtype if any(True for _ in module.parameters()) else torch.get_default_dtype()

@@ -1,13 +1,8 @@
-"""Export to plain PyTorch: the normalised weights baked into nn.Linear / nn.Conv modules.
-
-`to_plain` returns a `torch.fx.GraphModule` whose code calls torch only, so it loads and runs
-without lipnets and at plain-PyTorch speed. `to_onnx` writes that plain model to ONNX.
-"""
+"""Export to ONNX: the plain model written with torch.onnx and checked against onnxruntime."""
 
 from __future__ import annotations
 
 import contextlib
-import copy
 import io
 import logging
 import warnings
@@ -17,35 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
-
-def _bake(module: nn.Module) -> nn.Module:
-    if hasattr(module, "to_plain"):
-        return module.to_plain()
-    for name, child in list(module.named_children()):
-        setattr(module, name, _bake(child))
-    return module
-
-
-def to_plain(model: nn.Module, *, check_input: torch.Tensor | None = None, atol: float = 1e-6) -> torch.fx.GraphModule:
-    """A plain-torch copy of `model` in eval mode with every constraint baked into its weights.
-
-    With `check_input`, the outputs of both models on it are compared and a mismatch above `atol`
-    raises, so an export that changes the function never goes unnoticed.
-    """
-    source = copy.deepcopy(model).eval()
-    with torch.no_grad():
-        plain = torch.fx.symbolic_trace(_bake(source))
-    for node in plain.graph.nodes:  # string annotations would make the module unpicklable
-        node.type = None
-    plain.recompile()
-    plain.eval().requires_grad_(False)
-    if check_input is not None:
-        with torch.no_grad():
-            expected, actual = model.eval()(check_input), plain(check_input)
-        error = float((expected - actual).abs().max())
-        if error > atol:
-            raise RuntimeError(f"the exported model differs from the original by {error:.3g} > atol={atol:g}")
-    return plain
+from .plain import to_plain
 
 
 def _example_input(plain: nn.Module, dtype: torch.dtype) -> torch.Tensor:
@@ -91,8 +58,15 @@ def to_onnx(
         with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             torch.onnx.export(
-                plain, (example,), str(path), dynamo=True, input_names=[input_name], output_names=[output_name],
-                dynamic_shapes=({0: batch},), verbose=False, external_data=False,
+                plain,
+                (example,),
+                str(path),
+                dynamo=True,
+                input_names=[input_name],
+                output_names=[output_name],
+                dynamic_shapes=({0: batch},),
+                verbose=False,
+                external_data=False,
             )
     finally:
         logger.setLevel(level)

@@ -6,7 +6,7 @@
     lipnets export model/ --onnx model.onnx
     lipnets demo [--only name ...] [--quick]
 
-Tables are CSV or Parquet. A model directory is written by `fit` (see lipnets.persistence) and only
+Tables are CSV or Parquet. A model folder is written by `fit` (see lipnets.sklearn.persistence) and only
 appears once complete.
 """
 
@@ -24,10 +24,10 @@ CHUNK = 65536
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from .demos import DEMOS, load
-    from .reporting import print_table
-
     import torch
+
+    from ..demos import DEMOS, load
+    from ..io.report import print_table
 
     torch.set_num_threads(1)  # the demos' models are small: one thread is fastest and leaves a core free
     names = args.only or list(DEMOS)
@@ -58,9 +58,9 @@ def _choose_task(target, requested: str) -> str:
 
 
 def _fit(args: argparse.Namespace) -> int:
-    from .datasets.tables import TableError, check_numeric, read_table, require_columns, split_target
-    from .persistence import save_model
-    from .sklearn import MonotonicClassifier, MonotonicRegressor
+    from ..datasets.tables import TableError, check_numeric, read_table, require_columns, split_target
+    from ..sklearn import MonotonicClassifier, MonotonicRegressor
+    from ..sklearn.persistence import save_model
 
     out = Path(args.out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
@@ -77,18 +77,26 @@ def _fit(args: argparse.Namespace) -> int:
     task = _choose_task(target, args.task)
     if task == "regression":
         target = check_numeric(target.to_frame(), "target")[args.target]
-    constraints = {**{name: 1 for name in increasing}, **{name: -1 for name in decreasing}}
+    constraints = {**dict.fromkeys(increasing, 1), **dict.fromkeys(decreasing, -1)}
     estimator_class = MonotonicClassifier if task == "classification" else MonotonicRegressor
     estimator = estimator_class(
-        constraints, lipschitz=args.lipschitz, hidden=tuple(int(w) for w in _columns(args.hidden)), epochs=args.epochs,
-        batch_size=args.batch_size, learning_rate=args.learning_rate, validation_fraction=args.validation_fraction,
-        random_state=args.seed, verbose=True,
+        constraints,
+        lipschitz=args.lipschitz,
+        hidden=tuple(int(w) for w in _columns(args.hidden)),
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        validation_fraction=args.validation_fraction,
+        random_state=args.seed,
+        verbose=True,
     )
     print(f"task: {task} on {len(features)} rows and {features.shape[1]} features (--task {args.task})", file=sys.stderr)
     estimator.fit(features, target)
     report = estimator.verify_monotonic(features.iloc[: args.check_rows]) if constraints else None
     if report is not None and not report.ok:
-        raise RuntimeError(f"the fitted model violates its monotone constraints on {report.violations} of {report.pairs} pairs; nothing was saved")
+        raise RuntimeError(
+            f"the fitted model violates its monotone constraints on {report.violations} of {report.pairs} pairs; nothing was saved"
+        )
     save_model(estimator, out, target=args.target)
     score_name = "accuracy" if task == "classification" else "R^2"
     print(f"saved {estimator_class.__name__} to {out}")
@@ -101,10 +109,10 @@ def _fit(args: argparse.Namespace) -> int:
 
 def _model_inputs(model_dir: str, data: str):
     """The fitted estimator and the table's feature columns, checked by name."""
-    from .datasets.tables import check_numeric, read_table, require_columns
-    from .persistence import load_model, read_config
+    from ..datasets.tables import check_numeric, read_table, require_columns
+    from ..sklearn.persistence import load_model, read_estimator_config
 
-    config = read_config(model_dir)
+    config = read_estimator_config(model_dir)
     estimator = load_model(model_dir)
     table = read_table(data)
     names = config["feature_names"] or [str(name) for name in table.columns if name != config.get("target")]
@@ -152,12 +160,14 @@ def _certify(args: argparse.Namespace) -> int:
     import numpy as np
     import pandas as pd
 
-    from .reporting import format_table
+    from ..io.report import format_table
 
     estimator, config, table, features = _model_inputs(args.model, args.data)
     classifier = hasattr(estimator, "classes_")
     if not classifier and args.threshold is None:
-        raise ValueError("certifying a regression model needs --threshold: the radius is how far a row can move before its prediction crosses it")
+        raise ValueError(
+            "certifying a regression model needs --threshold: the radius is how far a row can move before its prediction crosses it"
+        )
     eps = [float(value) for value in _columns(args.eps)]
     parts = []
     for chunk in _chunks(features, "certify"):
@@ -190,8 +200,8 @@ def _certify(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     import torch
 
-    from .export import to_onnx
-    from .persistence import load_model
+    from ..export import to_onnx
+    from ..sklearn.persistence import load_model
 
     estimator = load_model(args.model)
     model = estimator.model_
@@ -207,7 +217,9 @@ def _export(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the `lipnets` command."""
-    parser = argparse.ArgumentParser(prog="lipnets", description="Neural networks with provable Lipschitz, monotonicity and robustness guarantees.")
+    parser = argparse.ArgumentParser(
+        prog="lipnets", description="Neural networks with provable Lipschitz, monotonicity and robustness guarantees."
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser("demo", help="reproduce the papers' figures on bundled and generated data")
     demo.add_argument("--out", default="lipnets-output", help="folder for the figures (default: lipnets-output)")
@@ -216,7 +228,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(handler=_demo)
 
     fit = commands.add_parser(
-        "fit", help="train a monotonic Lipschitz network on a CSV or Parquet table and save it",
+        "fit",
+        help="train a monotonic Lipschitz network on a CSV or Parquet table and save it",
         description="Train a monotonic Lipschitz network on a table. Features are every column but the target; "
         "inputs are standardised inside the model and the saved bound is in the table's units.",
     )
@@ -226,7 +239,9 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--increasing", help="comma-separated columns the prediction must not decrease in")
     fit.add_argument("--decreasing", help="comma-separated columns the prediction must not increase in")
     fit.add_argument(
-        "--task", choices=("auto", "regression", "classification"), default="auto",
+        "--task",
+        choices=("auto", "regression", "classification"),
+        default="auto",
         help=f"auto (default): classification if the target is non-numeric, boolean, or integer with at most {AUTO_CLASSES} distinct values; else regression",
     )
     fit.add_argument("--lipschitz", type=float, default=1.0, help="lambda of the network in standardised units (default 1)")
@@ -236,10 +251,14 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--learning-rate", type=float, default=3e-3, help="Adam step size (default 3e-3)")
     fit.add_argument("--validation-fraction", type=float, default=0.1, help="share of rows held out for early stopping (default 0.1)")
     fit.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    fit.add_argument("--check-rows", type=int, default=2000, help="rows used for the dense monotonicity check after training (default 2000)")
+    fit.add_argument(
+        "--check-rows", type=int, default=2000, help="rows used for the dense monotonicity check after training (default 2000)"
+    )
     fit.set_defaults(handler=_fit)
 
-    predict = commands.add_parser("predict", help="predict with a saved model", description="Write one prediction per row as CSV (stdout, or --out).")
+    predict = commands.add_parser(
+        "predict", help="predict with a saved model", description="Write one prediction per row as CSV (stdout, or --out)."
+    )
     predict.add_argument("model", help="model folder written by `lipnets fit`")
     predict.add_argument("data", help="table (.csv or .parquet) holding the model's feature columns")
     predict.add_argument("--out", help="write predictions to this .csv or .parquet file instead of stdout")
@@ -247,7 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict.set_defaults(handler=_predict)
 
     certify = commands.add_parser(
-        "certify", help="per-row certified radius and a summary",
+        "certify",
+        help="per-row certified radius and a summary",
         description="Per row, the l1 radius in the table's units within which the prediction cannot change "
         "(classifiers: the predicted class; regressors: the side of --threshold), from the sound bound.",
     )
@@ -258,7 +278,9 @@ def build_parser() -> argparse.ArgumentParser:
     certify.add_argument("--out", help="write the per-row radii to this file (the summary then goes to stdout)")
     certify.set_defaults(handler=_certify)
 
-    export = commands.add_parser("export", help="export a saved model to ONNX", description="Export to ONNX (dynamic batch), checked against onnxruntime.")
+    export = commands.add_parser(
+        "export", help="export a saved model to ONNX", description="Export to ONNX (dynamic batch), checked against onnxruntime."
+    )
     export.add_argument("model", help="model folder written by `lipnets fit`")
     export.add_argument("--onnx", required=True, help="the .onnx file to write")
     export.add_argument("--dtype", choices=("float32", "float64"), default="float32", help="input and weight type (default float32)")

@@ -27,76 +27,16 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import nn
 
-from .bounds import bound_of
-from .certify import certified_radius
-from .constraints import check_lipschitz
-from .datasets.tables import check_numeric
-from .guarantees import MonotonicityReport, check_monotonic, lipschitz_bound
-from .losses import HingeLoss, MulticlassHingeLoss, TauBCEWithLogitsLoss, TauCrossEntropyLoss
-from .models import LipschitzMLP
-from .monotonic import MonotonicMLP
+from ..bounds import lipschitz_bound
+from ..constraints import check_lipschitz
+from ..datasets.tables import check_numeric
+from ..guarantees import MonotonicityReport, certified_radius, check_monotonic
+from ..losses import HingeLoss, MulticlassHingeLoss, TauBCEWithLogitsLoss, TauCrossEntropyLoss
+from .network import build_network
 
 REGRESSION_LOSSES = {"squared_error": nn.MSELoss, "absolute_error": nn.L1Loss, "huber": nn.HuberLoss}
 BINARY_LOSSES = {"log_loss": TauBCEWithLogitsLoss, "hinge": HingeLoss}
 MULTICLASS_LOSSES = {"log_loss": TauCrossEntropyLoss, "hinge": MulticlassHingeLoss}
-
-
-class ScaledNetwork(nn.Module):
-    """x -> target_scale * network((x - mean) / scale) + target_mean: a network in the user's original units.
-
-    It takes part in the bound protocol: from l1 in original units to the network's output norm, with
-    bound |target_scale| * max_i (1 / scale_i) * bound(network) (FORMULAS.md, "Standardisation").
-    """
-
-    input_norm = "1"
-
-    def __init__(self, network: nn.Module, in_features: int, out_features: int) -> None:
-        super().__init__()
-        self.network = network
-        self.output_norm = bound_of(network, name="network").output_norm
-        dtype = next(network.parameters()).dtype
-        self.register_buffer("mean", torch.zeros(in_features, dtype=dtype))
-        self.register_buffer("scale", torch.ones(in_features, dtype=dtype))
-        self.register_buffer("target_mean", torch.zeros(out_features, dtype=dtype))
-        self.register_buffer("target_scale", torch.ones(out_features, dtype=dtype))
-
-    def set_scaling(self, mean, scale, target_mean=0.0, target_scale=1.0) -> None:
-        """Store the input and output standardisation; every scale must be finite and positive."""
-        for name, value in (("mean", mean), ("scale", scale), ("target_mean", target_mean), ("target_scale", target_scale)):
-            buffer = getattr(self, name)
-            tensor = torch.as_tensor(value, dtype=buffer.dtype).expand_as(buffer)
-            if not torch.isfinite(tensor).all() or ("scale" in name and (tensor <= 0).any()):
-                raise ValueError(f"{name} must be finite{' and positive' if 'scale' in name else ''}, got {value!r}")
-            buffer.copy_(tensor)
-
-    def _factor(self) -> float:
-        return float(self.target_scale.double().max()) * float((1.0 / self.scale.double()).max())
-
-    def lipschitz_bound(self, input_shape: tuple[int, ...] | None = None) -> float:
-        """The network's sound bound times the scalings' operator norms (l1 -> l1 of diag(1/scale))."""
-        return self._factor() * bound_of(self.network, name="network").value
-
-    def lipschitz_cap(self) -> float:
-        return self._factor() * bound_of(self.network, name="network").cap
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.network((x - self.mean) / self.scale) * self.target_scale + self.target_mean
-
-
-def build_network(architecture: Mapping) -> ScaledNetwork:
-    """The untrained ScaledNetwork that `architecture` (an estimator's `architecture_`) describes.
-
-    Used by fit, by unpickling and by `lipnets.persistence` to rebuild a model before loading weights.
-    """
-    inputs, outputs = int(architecture["in_features"]), int(architecture["out_features"])
-    hidden, lipschitz = tuple(architecture["hidden"]), float(architecture["lipschitz"])
-    monotone = np.asarray(architecture["monotone"], dtype=np.int64)
-    if monotone.any():
-        spec = monotone if monotone.ndim == 2 else monotone.tolist()
-        network = MonotonicMLP(inputs, torch.as_tensor(spec), hidden, lipschitz=lipschitz, out_features=outputs)
-    else:
-        network = LipschitzMLP(inputs, outputs, hidden, lipschitz=lipschitz, input_norm="1")
-    return ScaledNetwork(network.double(), inputs, outputs)
 
 
 def _check_frame(X) -> None:
@@ -168,7 +108,9 @@ class _NetworkEstimator(BaseEstimator):
                 raise ValueError("monotone_constraints is a dict by column name, but X has no column names: pass a DataFrame or a list")
             unknown = [key for key in spec if str(key) not in names]
             if unknown:
-                raise ValueError(f"monotone_constraints names unknown column(s) {', '.join(map(repr, unknown))}; the columns are {', '.join(names)}")
+                raise ValueError(
+                    f"monotone_constraints names unknown column(s) {', '.join(map(repr, unknown))}; the columns are {', '.join(names)}"
+                )
             rows = {names.index(str(key)): value for key, value in spec.items()}
             shape = (outputs, n_features) if any(np.ndim(v) == 1 for v in rows.values()) else (n_features,)
             matrix = np.zeros(shape, dtype=object)
@@ -183,10 +125,14 @@ class _NetworkEstimator(BaseEstimator):
                 )
         for position, value in np.ndenumerate(matrix):
             if isinstance(value, (bool, str)) or value not in (-1, 0, 1):
-                raise ValueError(f"monotone_constraints for {label(position[-1])} is {value!r}: use -1 (decreasing), 0 (free) or +1 (increasing)")
+                raise ValueError(
+                    f"monotone_constraints for {label(position[-1])} is {value!r}: use -1 (decreasing), 0 (free) or +1 (increasing)"
+                )
         matrix = matrix.astype(np.int64)
         if matrix.ndim == 2 and matrix.shape[0] != outputs:
-            raise ValueError(f"monotone_constraints has {matrix.shape[0]} rows but the model has {outputs} output(s): give one row per class")
+            raise ValueError(
+                f"monotone_constraints has {matrix.shape[0]} rows but the model has {outputs} output(s): give one row per class"
+            )
         if outputs > 1 and matrix.ndim == 1 and matrix.any():
             raise ValueError(
                 "a multiclass model needs per-class constraints: a (n_classes, n_features) matrix or a dict of per-class "
@@ -209,7 +155,7 @@ class _NetworkEstimator(BaseEstimator):
             raise
 
     def _fit(self, X, y) -> _NetworkEstimator:
-        from .train import fit as train
+        from ..training import fit as train
 
         self._check_params()
         _check_frame(X)
@@ -220,8 +166,11 @@ class _NetworkEstimator(BaseEstimator):
         mean, scale = _scaling(X)
         inputs = torch.from_numpy((X - mean) / scale)
         architecture = {
-            "in_features": X.shape[1], "out_features": outputs, "hidden": [int(w) for w in self.hidden],
-            "lipschitz": float(self.lipschitz), "monotone": monotone.tolist(),
+            "in_features": X.shape[1],
+            "out_features": outputs,
+            "hidden": [int(w) for w in self.hidden],
+            "lipschitz": float(self.lipschitz),
+            "monotone": monotone.tolist(),
         }
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
@@ -229,9 +178,16 @@ class _NetworkEstimator(BaseEstimator):
             train_rows, val_rows = self._split(len(X), seed)
             val = (inputs[val_rows], target[val_rows]) if len(val_rows) else None
             history = train(
-                model.network, self._loss_module(outputs), (inputs[train_rows], target[train_rows]), val,
-                epochs=int(self.epochs), lr=float(self.learning_rate), batch_size=int(self.batch_size),
-                patience=int(self.patience) if val is not None and self.patience is not None else None, seed=seed, progress=bool(self.verbose),
+                model.network,
+                self._loss_module(outputs),
+                (inputs[train_rows], target[train_rows]),
+                val,
+                epochs=int(self.epochs),
+                lr=float(self.learning_rate),
+                batch_size=int(self.batch_size),
+                patience=int(self.patience) if val is not None and self.patience is not None else None,
+                seed=seed,
+                progress=bool(self.verbose),
             )
         model.set_scaling(mean, scale, *self._target_scaling)
         self.model_ = model.eval()
@@ -245,7 +201,7 @@ class _NetworkEstimator(BaseEstimator):
     def _split(self, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
         """Random train / validation rows; no validation part when it would leave fewer than 2 rows on a side."""
         order = np.random.default_rng(seed).permutation(n)
-        held = int(round(self.validation_fraction * n))
+        held = round(self.validation_fraction * n)
         if held < 2 or n - held < 2:
             return order, order[:0]
         return order[held:], order[:held]
@@ -396,8 +352,17 @@ class _Constrained:
     ) -> None:
         self.monotone_constraints = monotone_constraints
         _NetworkEstimator.__init__(
-            self, lipschitz=lipschitz, hidden=hidden, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
-            loss=loss, validation_fraction=validation_fraction, patience=patience, random_state=random_state, verbose=verbose,
+            self,
+            lipschitz=lipschitz,
+            hidden=hidden,
+            epochs=epochs,
+            batch_size=batch_size,
+            learning_rate=learning_rate,
+            loss=loss,
+            validation_fraction=validation_fraction,
+            patience=patience,
+            random_state=random_state,
+            verbose=verbose,
         )
 
 

@@ -1,43 +1,17 @@
-"""Composition of sound Lipschitz bounds through a model (FORMULAS.md, "Composition").
+"""Composition of sound Lipschitz bounds through a model (docs/reference/composition.md).
 
-A module takes part in a bound when it has `input_norm`, `output_norm` (a vector norm name, or None
-for an activation that works in every norm and keeps it) and `lipschitz_bound(input_shape)`, the sound
-bound of its current weights. `lipschitz_cap()`, when present, is the largest bound its constraint
-allows whatever the weights become (a layer's `lipschitz`); without it nothing caps the module during
-training. Sequential containers compose their children; a chain whose norms do not meet is refused.
+`bound_of` asks a `BoundedModule` for its bound, composes Sequential containers child by child, and
+knows the constants of a few weightless torch modules. A chain whose norms do not meet is refused
+with `NormChainError`; a module that reports no bound with `UntrackedModuleError`.
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 
-from .norms import as_vector_norm
-
-
-class NormChainError(ValueError):
-    """Two consecutive layers do not map between the same norm, so their bounds do not compose."""
-
-
-class UntrackedModuleError(TypeError):
-    """A module has no tracked norm, so no sound bound can be computed for it."""
-
-
-@dataclass(frozen=True)
-class Bound:
-    """A sound Lipschitz bound `value` of a map from `input_norm` to `output_norm` (None: any norm).
-
-    `cap` bounds `value` for every weight the constraints can produce (inf when nothing caps it).
-    """
-
-    value: float
-    input_norm: str | None
-    output_norm: str | None
-    cap: float = math.inf
-
+from ..norms import as_vector_norm
+from .protocol import Bound, BoundedModule, NormChainError, UntrackedModuleError
 
 # Plain torch modules with a known constant in every l_p norm.
 _PLAIN_CONSTANTS: dict[type, float] = {
@@ -67,10 +41,10 @@ def bound_of(module: nn.Module, input_shape: tuple[int, ...] | None = None, *, n
     `input_shape` (without the batch dimension) is needed by layers whose bound depends on the input
     size, such as convolutions; dense models do not need it.
     """
-    if hasattr(module, "lipschitz_bound") and hasattr(module, "input_norm"):
+    if isinstance(module, BoundedModule):
         norms = [None if p is None else as_vector_norm(p) for p in (module.input_norm, module.output_norm)]
         value = float(module.lipschitz_bound(input_shape))
-        cap = float(module.lipschitz_cap()) if hasattr(module, "lipschitz_cap") else math.inf
+        cap = float(module.lipschitz_cap())
         return Bound(value, norms[0], norms[1], max(cap, value))
     if isinstance(module, nn.Sequential):
         return _chain(module, input_shape, name)
@@ -85,8 +59,8 @@ def bound_of(module: nn.Module, input_shape: tuple[int, ...] | None = None, *, n
         return Bound(constant, None, None, constant)
     raise UntrackedModuleError(
         f"'{name}' ({type(module).__name__}) has no tracked Lipschitz norm: build the model from lipnets layers "
-        "(LipschitzLinear, LipschitzConv2d, GroupSort, ...) or give the module input_norm, output_norm and "
-        "lipschitz_bound(input_shape)"
+        "(LipschitzLinear, LipschitzConv2d, GroupSort, ...) or subclass lipnets.bounds.BoundedModule and "
+        "implement lipschitz_bound(input_shape)"
     )
 
 
@@ -110,3 +84,21 @@ def _chain(sequence: nn.Sequential, input_shape: tuple[int, ...] | None, name: s
         cap *= bound.cap
         shape = _shape_after(child, shape)
     return Bound(value, first_norm, current_norm, cap)
+
+
+def lipschitz_bound(model: nn.Module, input_shape: tuple[int, ...] | None = None) -> float:
+    """A sound upper bound on the Lipschitz constant of `model`, from its tracked input to output norm.
+
+    Computed in float64 from the current effective weights: exact per layer for the closed-form norms,
+    an SVD for l2, composed through activations and residuals. Raises NormChainError when consecutive
+    layers' norms do not chain and UntrackedModuleError for modules without a tracked norm.
+    """
+    return bound_of(model, input_shape).value
+
+
+def tracked_norms(model: nn.Module, input_shape: tuple[int, ...] | None = None) -> tuple[str, str]:
+    """The (input, output) norms that `lipschitz_bound(model)` refers to."""
+    bound = bound_of(model, input_shape)
+    if bound.input_norm is None:
+        raise ValueError("the model has no norm-fixing layer, so its input norm is not defined")
+    return bound.input_norm, bound.output_norm or bound.input_norm

@@ -17,9 +17,9 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
-from . import project_
-from .checkpoints import CheckpointError, check_compatible, read_checkpoint, save_weights
-from .validation import check_finite
+from ..io.checkpoints import load_checkpoint, save_checkpoint
+from ..layers import project_
+from ..validation import check_finite
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
 
@@ -57,41 +57,6 @@ def accuracy(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 BUILTIN_METRICS: dict[str, Metric] = {"accuracy": accuracy}
-
-
-# --------------------------------------------------------------------------------------------------
-# checkpoints
-
-
-def save_checkpoint(path: str | os.PathLike, model: nn.Module, optimizer: torch.optim.Optimizer | None = None, **metadata) -> None:
-    """Write the model's state dict, the optimizer's and plain `metadata` (lipnets.checkpoints format).
-
-    Written to a temporary sibling and renamed into place, so an interrupted run never leaves a
-    half-written checkpoint; the file loads with `torch.load(path, weights_only=True)`.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".tmp")
-    save_weights(model, temporary, {**metadata, "optimizer": optimizer.state_dict() if optimizer is not None else None})
-    os.replace(temporary, path)
-
-
-def load_checkpoint(path: str | os.PathLike, model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> dict:
-    """Restore `model` (and `optimizer`) from a checkpoint written by `fit`; return its metadata.
-
-    Everything is checked before anything is copied: a corrupt file, or one written for another
-    architecture (different parameter names or shapes), raises `CheckpointError` (a ValueError) and
-    leaves model and optimizer untouched.
-    """
-    content = read_checkpoint(path)
-    check_compatible(model, content["state_dict"], str(path))
-    metadata = content.get("metadata", {})
-    if optimizer is not None:
-        if metadata.get("optimizer") is None:
-            raise CheckpointError(f"{path} holds no optimizer state")
-        optimizer.load_state_dict(metadata["optimizer"])
-    model.load_state_dict(content["state_dict"])
-    return metadata
 
 
 # --------------------------------------------------------------------------------------------------
@@ -144,9 +109,13 @@ def _check_distributed_loaders(train, val) -> None:
     if _world()[1] == 1:
         return
     if isinstance(train, DataLoader) and not isinstance(train.sampler, DistributedSampler):
-        raise ValueError("under torch.distributed the train DataLoader must use a DistributedSampler; or pass (X, y) tensors and fit shards them")
+        raise ValueError(
+            "under torch.distributed the train DataLoader must use a DistributedSampler; or pass (X, y) tensors and fit shards them"
+        )
     if isinstance(val, DataLoader) and isinstance(val.sampler, DistributedSampler):
-        raise ValueError("under torch.distributed every rank evaluates the whole validation split: give val a plain DataLoader or (X, y) tensors")
+        raise ValueError(
+            "under torch.distributed every rank evaluates the whole validation split: give val a plain DataLoader or (X, y) tensors"
+        )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -169,7 +138,9 @@ def _metrics(metrics) -> dict[str, Metric]:
     chosen = {}
     for name in metrics:
         if name not in BUILTIN_METRICS:
-            raise ValueError(f"unknown metric {name!r}: choose {', '.join(BUILTIN_METRICS)} or pass a dict name -> callable(output, target)")
+            raise ValueError(
+                f"unknown metric {name!r}: choose {', '.join(BUILTIN_METRICS)} or pass a dict name -> callable(output, target)"
+            )
         chosen[name] = BUILTIN_METRICS[name]
     return chosen
 
@@ -274,7 +245,9 @@ def fit(
     monitor = monitor or ("val_loss" if val is not None else "loss")
     known = ["loss"] + (["val_loss"] + [f"val_{name}" for name in chosen] if val is not None else [])
     if monitor not in known:
-        raise ValueError(f"cannot monitor {monitor!r}: available are {known}" + ("" if val is not None else " (pass val= for validation metrics)"))
+        raise ValueError(
+            f"cannot monitor {monitor!r}: available are {known}" + ("" if val is not None else " (pass val= for validation metrics)")
+        )
     if patience is not None and val is None:
         raise ValueError("early stopping (patience) needs a validation split: pass val=(X, y)")
     device = torch.device(device) if device is not None else _model_device(model)
@@ -330,14 +303,22 @@ def fit(
                 if val is not None:
                     best_state = {key: value.detach().clone() for key, value in model.state_dict().items()}
             bar.set_postfix({name: f"{values[-1]:.4g}" for name, values in history.items()}, refresh=False)
-            stop = any([bool(callback(epoch, history, model)) for callback in callbacks])
+            answers = [bool(callback(epoch, history, model)) for callback in callbacks]  # every callback runs
+            stop = any(answers)
             if patience is not None and history.best_epoch is not None and epoch - history.best_epoch >= patience:
                 stop = True
             stop = _agree(stop, device, world)
             if checkpoint is not None and rank == 0:
                 save_checkpoint(
-                    checkpoint, model, opt, epoch=epoch, history=dict(history), best_epoch=history.best_epoch,
-                    best_value=best_value, best_model=best_state, seed=seed,
+                    checkpoint,
+                    model,
+                    opt,
+                    epoch=epoch,
+                    history=dict(history),
+                    best_epoch=history.best_epoch,
+                    best_value=best_value,
+                    best_model=best_state,
+                    seed=seed,
                 )
             if stop:
                 history.stopped_early = epoch < epochs - 1

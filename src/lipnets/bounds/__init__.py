@@ -1,0 +1,15 @@
+"""The bound protocol and the composition of sound bounds through a model."""
+
+from .compose import bound_of, lipschitz_bound, tracked_norms
+from .protocol import Bound, BoundedModule, FixedBound, NormChainError, UntrackedModuleError
+
+__all__ = [
+    "Bound",
+    "BoundedModule",
+    "FixedBound",
+    "NormChainError",
+    "UntrackedModuleError",
+    "bound_of",
+    "lipschitz_bound",
+    "tracked_norms",
+]

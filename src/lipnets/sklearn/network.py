@@ -1,0 +1,70 @@
+"""The network an estimator trains: a Lipschitz or monotonic MLP wrapped in the input and target scaling."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..bounds import BoundedModule, bound_of
+from ..models import LipschitzMLP, MonotonicMLP
+
+
+class ScaledNetwork(BoundedModule):
+    """x -> target_scale * network((x - mean) / scale) + target_mean: a network in the user's original units.
+
+    It takes part in the bound protocol: from l1 in original units to the network's output norm, with
+    bound |target_scale| * max_i (1 / scale_i) * bound(network) (FORMULAS.md, "Standardisation").
+    """
+
+    input_norm = "1"
+
+    def __init__(self, network: nn.Module, in_features: int, out_features: int) -> None:
+        super().__init__()
+        self.network = network
+        self.output_norm = bound_of(network, name="network").output_norm
+        dtype = next(network.parameters()).dtype
+        self.register_buffer("mean", torch.zeros(in_features, dtype=dtype))
+        self.register_buffer("scale", torch.ones(in_features, dtype=dtype))
+        self.register_buffer("target_mean", torch.zeros(out_features, dtype=dtype))
+        self.register_buffer("target_scale", torch.ones(out_features, dtype=dtype))
+
+    def set_scaling(self, mean, scale, target_mean=0.0, target_scale=1.0) -> None:
+        """Store the input and output standardisation; every scale must be finite and positive."""
+        for name, value in (("mean", mean), ("scale", scale), ("target_mean", target_mean), ("target_scale", target_scale)):
+            buffer = getattr(self, name)
+            tensor = torch.as_tensor(value, dtype=buffer.dtype).expand_as(buffer)
+            if not torch.isfinite(tensor).all() or ("scale" in name and (tensor <= 0).any()):
+                raise ValueError(f"{name} must be finite{' and positive' if 'scale' in name else ''}, got {value!r}")
+            buffer.copy_(tensor)
+
+    def _factor(self) -> float:
+        return float(self.target_scale.double().max()) * float((1.0 / self.scale.double()).max())
+
+    def lipschitz_bound(self, input_shape: tuple[int, ...] | None = None) -> float:
+        """The network's sound bound times the scalings' operator norms (l1 -> l1 of diag(1/scale))."""
+        return self._factor() * bound_of(self.network, name="network").value
+
+    def lipschitz_cap(self) -> float:
+        return self._factor() * bound_of(self.network, name="network").cap
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.network((x - self.mean) / self.scale) * self.target_scale + self.target_mean
+
+
+def build_network(architecture: Mapping) -> ScaledNetwork:
+    """The untrained ScaledNetwork that `architecture` (an estimator's `architecture_`) describes.
+
+    Used by fit, by unpickling and by `lipnets.persistence` to rebuild a model before loading weights.
+    """
+    inputs, outputs = int(architecture["in_features"]), int(architecture["out_features"])
+    hidden, lipschitz = tuple(architecture["hidden"]), float(architecture["lipschitz"])
+    monotone = np.asarray(architecture["monotone"], dtype=np.int64)
+    if monotone.any():
+        spec = monotone if monotone.ndim == 2 else monotone.tolist()
+        network = MonotonicMLP(inputs, torch.as_tensor(spec), hidden, lipschitz=lipschitz, out_features=outputs)
+    else:
+        network = LipschitzMLP(inputs, outputs, hidden, lipschitz=lipschitz, input_norm="1")
+    return ScaledNetwork(network.double(), inputs, outputs)
