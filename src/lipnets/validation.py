@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import importlib
+from collections.abc import Sequence
 from types import ModuleType
+from typing import Any, TypeAlias
 
 import torch
 from torch import nn
+
+ArrayLike: TypeAlias = Any
+"""Anything `torch.as_tensor` accepts: a tensor, a numpy array, nested sequences of numbers."""
+Monotone: TypeAlias = Sequence[int] | Sequence[Sequence[int]] | torch.Tensor
+"""A monotonicity spec: +1 increasing, -1 decreasing, 0 free, per input or per (output, input)."""
 
 
 def check_finite(x: torch.Tensor, name: str = "x") -> torch.Tensor:
@@ -27,7 +34,7 @@ def check_features(x: torch.Tensor, in_features: int, name: str = "x") -> torch.
     return x
 
 
-def as_monotone(monotone, in_features: int | None = None) -> torch.Tensor:
+def as_monotone(monotone: Monotone, in_features: int | None = None) -> torch.Tensor:
     """Validate a monotonicity spec: +1 increasing, -1 decreasing, 0 free, per input (1-D) or per output and input (2-D)."""
     spec = torch.as_tensor(monotone, dtype=torch.float64)
     if spec.dim() not in (1, 2) or spec.numel() == 0:
@@ -39,7 +46,7 @@ def as_monotone(monotone, in_features: int | None = None) -> torch.Tensor:
     return spec
 
 
-def as_samples(x, name: str = "x", dtype: torch.dtype | None = None) -> torch.Tensor:
+def as_samples(x: ArrayLike, name: str = "x", dtype: torch.dtype | None = None) -> torch.Tensor:
     """`x` as a finite, non-empty (n, d) tensor; a 1-D input is n samples of one coordinate.
 
     Tensors keep their dtype, device and autograd graph; other inputs become tensors of `dtype`
@@ -59,7 +66,7 @@ def as_samples(x, name: str = "x", dtype: torch.dtype | None = None) -> torch.Te
     return x
 
 
-def as_weights(weights, n: int, like: torch.Tensor, name: str = "weights") -> torch.Tensor:
+def as_weights(weights: ArrayLike | None, n: int, like: torch.Tensor, name: str = "weights") -> torch.Tensor:
     """Validated sample weights normalised to sum 1 (uniform when None); keeps the autograd graph.
 
     Weights must be finite, non-negative, of length n, and not all zero: a probability measure is

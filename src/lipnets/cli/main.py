@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 AUTO_CLASSES = 10
 """--task auto: a target with at most this many distinct integer values is a classification target."""
@@ -44,7 +45,7 @@ def _columns(text: str | None) -> list[str]:
     return [name.strip() for name in text.split(",") if name.strip()] if text else []
 
 
-def _choose_task(target, requested: str) -> str:
+def _choose_task(target: Any, requested: str) -> str:
     """--task auto: classification for a non-numeric, boolean, or integer target with few distinct values."""
     import pandas as pd
 
@@ -107,7 +108,7 @@ def _fit(args: argparse.Namespace) -> int:
     return 0
 
 
-def _model_inputs(model_dir: str, data: str):
+def _model_inputs(model_dir: str, data: str) -> tuple[Any, dict, Any, Any]:
     """The fitted estimator and the table's feature columns, checked by name."""
     from ..datasets.tables import check_numeric, read_table, require_columns
     from ..sklearn.persistence import load_model, read_estimator_config
@@ -120,7 +121,7 @@ def _model_inputs(model_dir: str, data: str):
     return estimator, config, table, check_numeric(table[names], "feature")
 
 
-def _chunks(frame, what: str):
+def _chunks(frame: Any, what: str) -> Iterator[Any]:
     from tqdm.auto import tqdm
 
     starts = range(0, len(frame), CHUNK)
@@ -128,7 +129,7 @@ def _chunks(frame, what: str):
         yield frame.iloc[start : start + CHUNK]
 
 
-def _write(frame, out: str | None) -> None:
+def _write(frame: Any, out: str | None) -> None:
     if out is None:
         frame.to_csv(sys.stdout, index=False)
     elif out.lower().endswith((".parquet", ".pq")):

@@ -6,7 +6,7 @@ bound of the resulting kernel (lipnets.norms.conv); the constraint only has to d
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -50,6 +50,7 @@ class ConvSpectralNorm(WeightConstraint):
         width = in_channels
         for s in self.stride:
             width *= s
+        self.u: torch.Tensor
         self.register_buffer("u", torch.randn(frequencies, width, 2))
 
     @torch.no_grad()
@@ -105,7 +106,7 @@ class ReshapedKernelOrthogonal(WeightConstraint):
         self.orthogonal = Orthogonal(self.lipschitz / self.factor, iterations=iterations)
 
     @staticmethod
-    def _on_matrix(method, weight: torch.Tensor) -> torch.Tensor:
+    def _on_matrix(method: Callable[[torch.Tensor], torch.Tensor], weight: torch.Tensor) -> torch.Tensor:
         return method(weight.reshape(weight.shape[0], -1)).reshape(weight.shape)
 
     def normalize(self, weight: torch.Tensor) -> torch.Tensor:

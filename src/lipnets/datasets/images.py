@@ -43,7 +43,7 @@ def read_idx(path: str | Path) -> np.ndarray:
     if len(data) < header:
         raise ValueError(f"{path} is truncated: its header announces {ndim} dimensions")
     shape = tuple(int(v) for v in np.frombuffer(data[4:header], dtype=">u4"))
-    dtype = np.dtype(_IDX_TYPES[data[2]])
+    dtype = np.dtype(_IDX_TYPES[data[2]])  # type: ignore[call-overload]
     expected = int(np.prod(shape)) * dtype.itemsize
     if len(data) - header != expected:
         raise ValueError(

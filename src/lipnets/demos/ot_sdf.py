@@ -8,6 +8,7 @@ clouds with its critic as a heatmap, beside POT's exact ot.emd2 on the same samp
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -66,7 +67,7 @@ def _annulus_sdf(points: np.ndarray) -> np.ndarray:
 
 
 def _sdf_rows(out_dir: Path, quick: bool) -> list[dict]:
-    options = dict(hidden=(32, 32, 32), iterations=25 if quick else 120, inner_steps=3, batch_size=128, random_state=0)
+    options: dict[str, Any] = dict(hidden=(32, 32, 32), iterations=25 if quick else 120, inner_steps=3, batch_size=128, random_state=0)
     rows = []
     moons, _ = make_moons(200 if quick else 800, noise=0.05, random_state=0)
     model = OneClassSDF(**options).fit(moons)

@@ -19,6 +19,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -41,7 +42,7 @@ LR = 2e-2
 """Adam's learning rate, annealed to 0 by a cosine schedule."""
 GRID_POINTS = 1000
 SIN_RANGE = (0.0, 2 * math.pi)
-SIN_NOISE = {"noise_sd": 0.1, "outlier_sd": 1.0}
+SIN_NOISE: dict[str, Any] = {"noise_sd": 0.1, "outlier_sd": 1.0}
 """Eq. 3.1's noise: the paper's variances 0.01 and 1 (one outlier) as standard deviations."""
 OUTLIER_WINDOW = 0.5
 """Fig. 1's 'outlier slope' is the steepest slope within this distance of the outlier."""
@@ -49,7 +50,7 @@ LOG_RANGE = (1.0, 10.0)
 LOG_NOISE = 0.01
 """Eq. 3.2's noise variance per unit x (the paper gives no value)."""
 LOG_GAPS = {"extrapolation": (7.0, 10.0), "interpolation": (4.0, 7.0)}
-CIRCLE = {"n": 80, "r": 1.5, "alpha": 0.18, "omega": 5.0, "spacing": 0.4}
+CIRCLE: dict[str, Any] = {"n": 80, "r": 1.5, "alpha": 0.18, "omega": 5.0, "spacing": 0.4}
 """Fig. 3's data: the paper's r and alpha; omega (not stated in the paper) gives 4 bumps."""
 CIRCLE_LAMBDA = 4.0
 """Fig. 3 states no lambda; 4 is well above the smallest constant any exact fit needs (reported)."""
@@ -191,7 +192,7 @@ slope of the noise-free function on the grid; for Fig. 3 it is the smallest l1 c
 def summary(figure: str, model: str, runs: Runs, constant: float | None, max_slope: float, extra: dict) -> dict:
     """One table row: measured slope <= sound bound <= guaranteed constant, the fit, and `extra` columns."""
     bounds = [bound_of(m) for m in runs.models]
-    row = dict.fromkeys(COLUMNS, "")
+    row: dict[str, Any] = dict.fromkeys(COLUMNS, "")
     row.update(
         {
             "figure": figure,
@@ -235,7 +236,7 @@ def save(figure: Figure, path: Path) -> None:
     figure.savefig(path, dpi=110)
 
 
-def draw_runs(axes, grid: torch.Tensor, curves: torch.Tensor, color: str, label: str, zorder: int) -> None:
+def draw_runs(axes: Any, grid: torch.Tensor, curves: torch.Tensor, color: str, label: str, zorder: int) -> None:
     """Per-seed curves as light lines and their mean as a dark line, as in the paper's Figs. 1 and 2."""
     x = grid.flatten().numpy()
     axes.plot(x, curves.T.numpy(), color=color, alpha=0.25, linewidth=0.8, zorder=zorder)
@@ -382,12 +383,12 @@ def circle_figure(out_dir: Path, budget: Budget) -> list[dict]:
     step = float(axis[1] - axis[0])
     measured = max(float(values.diff(dim=0).abs().max()), float(values.diff(dim=1).abs().max())) / step
 
-    axis, values, points = axis.numpy(), values.numpy(), x.numpy()
+    axis_np, values_np, points = axis.numpy(), values.numpy(), x.numpy()
     figure = Figure(figsize=(6, 5))
     axes = figure.add_subplot()
-    image = axes.pcolormesh(axis, axis, values, cmap="viridis", shading="auto", vmin=-0.1, vmax=1.5)
+    image = axes.pcolormesh(axis_np, axis_np, values_np, cmap="viridis", shading="auto", vmin=-0.1, vmax=1.5)
     figure.colorbar(image, ax=axes, label="network output (clipped at 1.5)")
-    lines = axes.contour(axis, axis, values, levels=[0.5, 1.0], colors=["red", "purple"], linewidths=1.5)
+    lines = axes.contour(axis_np, axis_np, values_np, levels=[0.5, 1.0], colors=["red", "purple"], linewidths=1.5)
     axes.clabel(lines, fontsize=8)
     axes.scatter(points[:, 0], points[:, 1], s=4, color="tab:blue", zorder=3, label="data: inner 0, middle 0.5, outer 1")
     setting = f"r={CIRCLE['r']:g}, alpha={CIRCLE['alpha']:g}, omega={CIRCLE['omega']:g}"

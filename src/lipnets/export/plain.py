@@ -7,14 +7,16 @@ without lipnets and at plain-PyTorch speed.
 from __future__ import annotations
 
 import copy
+from typing import cast
 
 import torch
 from torch import nn
 
 
 def _bake(module: nn.Module) -> nn.Module:
-    if hasattr(module, "to_plain"):
-        return module.to_plain()
+    to_plain = getattr(module, "to_plain", None)
+    if callable(to_plain):
+        return cast(nn.Module, to_plain())
     for name, child in list(module.named_children()):
         setattr(module, name, _bake(child))
     return module

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from ..norms import as_vector_norm
+from ..validation import ArrayLike
 from .certify import check_labels, logits_of
 
 
@@ -87,7 +88,7 @@ def _runner_up(logits: torch.Tensor, labels: torch.Tensor, rank: int) -> torch.T
     return others.argsort(dim=1, descending=True)[:, rank % (logits.shape[1] - 1)]
 
 
-def _per_point(value, batch: int, like: torch.Tensor, name: str) -> torch.Tensor:
+def _per_point(value: ArrayLike, batch: int, like: torch.Tensor, name: str) -> torch.Tensor:
     tensor = torch.as_tensor(value, dtype=like.dtype, device=like.device)
     if tensor.dim() == 0:
         tensor = tensor.expand(batch)
@@ -99,7 +100,7 @@ def _per_point(value, batch: int, like: torch.Tensor, name: str) -> torch.Tensor
 def pgd(
     model: nn.Module,
     x: torch.Tensor,
-    y,
+    y: ArrayLike,
     eps: float | torch.Tensor,
     norm: str | int | float,
     *,

@@ -14,13 +14,14 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import nn
 
 from ..bounds import Bound, UntrackedModuleError, bound_of
 from ..norms import as_vector_norm, dual, order
-from ..validation import check_finite
+from ..validation import ArrayLike, check_finite
 
 METHODS = ("auto", "generic", "last-layer")
 REJECT = -1
@@ -52,7 +53,7 @@ def predicted_labels(logits: torch.Tensor) -> torch.Tensor:
     return logits.argmax(dim=1)
 
 
-def check_labels(y, logits: torch.Tensor) -> torch.Tensor:
+def check_labels(y: ArrayLike, logits: torch.Tensor) -> torch.Tensor:
     """Validate labels against the model's outputs and return class indices (binary {-1, +1} -> {0, 1})."""
     y = check_finite(torch.as_tensor(y, device=logits.device))
     if y.dim() == 2 and y.shape[1] == 1:
@@ -101,7 +102,7 @@ def _last_layer_split(model: nn.Module) -> tuple[nn.Sequential, nn.Linear] | Non
 def _last_layer_radius(rest: nn.Sequential, last: nn.Linear, logits: torch.Tensor, input_shape: tuple[int, ...]) -> torch.Tensor:
     """min_j (f_k - f_j) / (L' ||w_k - w_j||_{r*}) with h = rest L'-Lipschitz into l_r (FORMULAS.md)."""
     inner = bound_of(rest, input_shape, name="model") if len(rest) else Bound(1.0, None, None)
-    r = inner.output_norm or as_vector_norm(last.input_norm)
+    r = inner.output_norm or as_vector_norm(cast(str, last.input_norm))
     weight = last.weight.detach().to(torch.float64)
     # Direct differences, not the |a|^2 + |b|^2 - 2ab shortcut that can round a distance down.
     rows = torch.cdist(weight[None], weight[None], p=order(dual(r)), compute_mode="donot_use_mm_for_euclid_dist")[0]
@@ -144,11 +145,11 @@ def certified_radius(
     if method != "generic" and split is not None:
         return _last_layer_radius(*split, logits, shape)
     top2 = logits.topk(2, dim=1).values
-    factor = _DIFFERENCE_FACTOR[as_vector_norm(bound.output_norm)]
+    factor = _DIFFERENCE_FACTOR[as_vector_norm(bound.output_norm or cast(str, bound.input_norm))]
     return _ratio(top2[:, 0] - top2[:, 1], torch.tensor(factor * bound.value, dtype=torch.float64, device=logits.device))
 
 
-def _eps_list(eps) -> tuple[list[float], bool]:
+def _eps_list(eps: ArrayLike) -> tuple[list[float], bool]:
     """(values, single): eps as a list of finite non-negative floats, and whether one number was given."""
     try:
         values = torch.as_tensor(eps, dtype=torch.float64)
@@ -163,7 +164,7 @@ def _eps_list(eps) -> tuple[list[float], bool]:
 def certified_accuracy(
     model: nn.Module,
     x: torch.Tensor,
-    y,
+    y: ArrayLike,
     eps: float | Sequence[float] | torch.Tensor,
     input_shape: tuple[int, ...] | None = None,
 ) -> float | list[float]:
@@ -228,7 +229,7 @@ class AbstainingClassifier(nn.Module):
     predict = forward
 
     @torch.no_grad()
-    def evaluate(self, x: torch.Tensor, y) -> AbstentionReport:
+    def evaluate(self, x: torch.Tensor, y: ArrayLike) -> AbstentionReport:
         """Coverage and accuracy on the accepted inputs against labels `y`."""
         labels = check_labels(y, logits_of(self.model, x))
         prediction = self(x)

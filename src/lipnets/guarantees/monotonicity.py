@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..validation import as_monotone, check_finite
+from ..validation import Monotone, as_monotone, check_finite
 
 
 @dataclass(frozen=True)
@@ -26,7 +26,7 @@ class MonotonicityReport:
 def check_monotonic(
     model: nn.Module,
     x: torch.Tensor,
-    monotone,
+    monotone: Monotone,
     *,
     steps: torch.Tensor | None = None,
     tolerance: float = 1e-6,

@@ -6,6 +6,7 @@ import os
 import pickle
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -26,7 +27,7 @@ def save_weights(model: nn.Module, path: str | os.PathLike, metadata: dict | Non
         torch.save({"state_dict": model.state_dict(), "metadata": dict(metadata or {})}, temporary)
 
 
-def read_checkpoint(path: str | Path) -> dict:
+def read_checkpoint(path: str | os.PathLike) -> dict:
     """Read a checkpoint written by `save_weights` with weights_only=True, or raise CheckpointError."""
     path = Path(path)
     if not path.is_file():
@@ -78,7 +79,7 @@ def load_weights(model: nn.Module, path: str | Path) -> dict:
     return content.get("metadata", {})
 
 
-def save_checkpoint(path: str | os.PathLike, model: nn.Module, optimizer: torch.optim.Optimizer | None = None, **metadata) -> None:
+def save_checkpoint(path: str | os.PathLike, model: nn.Module, optimizer: torch.optim.Optimizer | None = None, **metadata: Any) -> None:
     """Write the model's state dict, the optimizer's and plain `metadata` (lipnets.checkpoints format).
 
     Written to a temporary sibling and renamed into place, so an interrupted run never leaves a

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TypeVar, cast
+
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
@@ -11,9 +13,16 @@ from ..constraints import WeightConstraint
 
 MODES = ("reparam", "project")
 
+Plain = TypeVar("Plain", nn.Linear, nn.Conv1d, nn.Conv2d)
+
 
 class ConstrainedWeight(BoundedModule):
     """Mixin that holds a layer's weight to its constraint, by reparametrization or by projection."""
+
+    weight: torch.Tensor
+    mode: str
+    norm: str
+    constraint: WeightConstraint
 
     def _setup_constraint(self, constraint: WeightConstraint, mode: str) -> None:
         if mode not in MODES:
@@ -37,7 +46,7 @@ class ConstrainedWeight(BoundedModule):
             if not self.training:
                 self.weight.copy_(self.constraint.refine(self.weight))
 
-    def train(self, mode: bool = True):
+    def train(self, mode: bool = True) -> ConstrainedWeight:
         """Switch train/eval mode; entering eval refines a mode="project" weight (see `project_`)."""
         entering_eval = self.training and not mode
         super().train(mode)
@@ -54,26 +63,30 @@ class ConstrainedWeight(BoundedModule):
         or the normalisation with its gradient). Under torch.compile the usual path is traced.
         """
         if self.mode == "reparam" and not torch.compiler.is_compiling():
-            chain = self._modules["parametrizations"]._modules["weight"]
+            chain = cast(parametrize.ParametrizationList, cast(nn.ModuleDict, self._modules["parametrizations"])["weight"])
             if len(chain) == 1:
-                return chain._modules["0"].forward(chain._parameters["original"])
+                return cast(WeightConstraint, chain[0]).forward(chain.original)
         return self.weight
 
     def weight_constraint(self) -> WeightConstraint:
         """The parametrization or projection that bounds this layer's weight."""
-        return self.parametrizations.weight[0] if self.mode == "reparam" else self.constraint
+        if self.mode == "reparam":
+            chain = cast(parametrize.ParametrizationList, cast(nn.ModuleDict, self._modules["parametrizations"])["weight"])
+            return cast(WeightConstraint, chain[0])
+        return self.constraint
 
     @property
     def lipschitz(self) -> float:
         """The constant this layer's constraint holds it to."""
         return self.weight_constraint().lipschitz
 
-    def _bake_into(self, plain: nn.Module) -> nn.Module:
+    def _bake_into(self, plain: Plain) -> Plain:
         """Copy the effective (normalised) weight and the bias into `plain`, the layer's torch twin."""
         with torch.no_grad():
             plain.weight.copy_(self.weight)
-            if self.bias is not None:
-                plain.bias.copy_(self.bias)
+            bias = getattr(self, "bias", None)
+            if bias is not None and plain.bias is not None:
+                plain.bias.copy_(bias)
         return plain
 
     def extra_repr(self) -> str:

@@ -8,13 +8,15 @@ reshaped-kernel bound when that is smaller (lipnets.norms.conv). Power iteration
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, Literal, cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..bounds import BoundedModule
+from ..constraints import WeightConstraint
 from ..constraints.conv import ConvAOL, ConvSpectralNorm, ReshapedKernelOrthogonal
 from ..norms.conv import PADDING_MODES, conv_norm_bound, kernel_adjoint, kernel_gram, rko_bound
 from .constrained import ConstrainedWeight
@@ -22,7 +24,7 @@ from .constrained import ConstrainedWeight
 CONV_NORMS = ("spectral", "orthogonal", "aol")
 
 
-def check_conv_options(spatial: int, stride, padding, dilation, groups: int, padding_mode: str) -> None:
+def check_conv_options(spatial: int, stride: Any, padding: Any, dilation: Any, groups: int, padding_mode: str) -> None:
     """Refuse convolution settings whose l2 bound lipnets cannot prove, saying what to use instead."""
     if padding_mode in ("reflect", "replicate"):
         raise ValueError(
@@ -51,8 +53,16 @@ class _LipschitzConv(ConstrainedWeight):
 
     input_norm = "2"
     output_norm = "2"
-    _plain: type[nn.Module]
+    _plain: type[nn.Conv1d] | type[nn.Conv2d]
     _spatial: int
+    in_channels: int
+    out_channels: int
+    kernel_size: tuple[int, ...]
+    stride: tuple[int, ...]
+    padding: str | tuple[int, ...]
+    padding_mode: Literal["zeros", "reflect", "replicate", "circular"]
+    bias: torch.Tensor | None
+    _conv_forward: Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
 
     def __init__(
         self,
@@ -87,14 +97,15 @@ class _LipschitzConv(ConstrainedWeight):
         self.norm = norm
         with torch.no_grad():  # an orthogonal reshaped kernel: every constraint starts near its target
             nn.init.orthogonal_(self.weight.view(self.out_channels, -1))
+        constraint: WeightConstraint
         if norm == "spectral":
-            constraint = ConvSpectralNorm(lipschitz, self.in_channels, self.stride)
+            spectral = ConvSpectralNorm(lipschitz, self.in_channels, self.stride)
+            spectral.warm_up(self.weight)
+            constraint = spectral
         elif norm == "orthogonal":
             constraint = ReshapedKernelOrthogonal(lipschitz, self.kernel_size, self.stride)
         else:
             constraint = ConvAOL(lipschitz)
-        if norm == "spectral":
-            constraint.warm_up(self.weight)
         self._setup_constraint(constraint, mode)
 
     def _input_size(self, input_shape: tuple[int, ...] | None) -> tuple[int, ...]:
@@ -117,12 +128,16 @@ class _LipschitzConv(ConstrainedWeight):
         size = self._input_size(input_shape)
         with torch.no_grad():
             weight = self.weight
-        options = (size, self.stride, self.padding, self.padding_mode)
+        options = (size, self.stride, self._paddings(), self.padding_mode)
         return min(conv_norm_bound(weight, *options), rko_bound(weight, *options))
+
+    def _paddings(self) -> tuple[int, ...]:
+        """The padding per spatial dimension (check_conv_options admits integers only, never a string)."""
+        return cast(tuple[int, ...], self.padding)
 
     def _rows_never_repeat(self) -> bool:
         """Zero padding, or circular padding of at most (k - 1) / 2: the outputs are distinct rows."""
-        return self.padding_mode == "zeros" or all(2 * p <= k - 1 for p, k in zip(self.padding, self.kernel_size))
+        return self.padding_mode == "zeros" or all(2 * p <= k - 1 for p, k in zip(self._paddings(), self.kernel_size))
 
     def lipschitz_cap(self) -> float:
         """`lipschitz` where the constraint proves it for every kernel and input size, else inf.
@@ -137,9 +152,10 @@ class _LipschitzConv(ConstrainedWeight):
             return math.inf
         return self.lipschitz if self._rows_never_repeat() else math.inf
 
-    def to_plain(self) -> nn.Module:
+    def to_plain(self) -> nn.Conv1d | nn.Conv2d:
         """A plain torch convolution holding the effective (normalised) kernel."""
-        plain = self._plain(
+        build: Any = self._plain
+        plain = build(
             self.in_channels,
             self.out_channels,
             self.kernel_size,
@@ -178,6 +194,11 @@ def _pad(x: torch.Tensor, padding: int, padding_mode: str) -> torch.Tensor:
 
 class PlainSLL(nn.Module):
     """The exported SLL block: x - conv(pad(scale * relu(conv(pad(x), K) + b)), K^T) with baked tensors."""
+
+    weight: torch.Tensor
+    adjoint: torch.Tensor
+    bias: torch.Tensor
+    scale: torch.Tensor
 
     def __init__(
         self, weight: torch.Tensor, adjoint: torch.Tensor, bias: torch.Tensor, scale: torch.Tensor, padding: int, padding_mode: str
@@ -226,10 +247,9 @@ class SLLBlock(BoundedModule):
         check_conv_options(2, 1, kernel_size // 2, 1, 1, padding_mode)
         self.channels, self.inner_channels, self.kernel_size = channels, inner, kernel_size
         self.padding, self.padding_mode = kernel_size // 2, padding_mode
-        factory = {"device": device, "dtype": dtype}
-        self.weight = nn.Parameter(torch.empty(inner, channels, kernel_size, kernel_size, **factory))
-        self.bias = nn.Parameter(torch.empty(inner, **factory))
-        self.log_q = nn.Parameter(torch.zeros(inner, **factory))
+        self.weight = nn.Parameter(torch.empty(inner, channels, kernel_size, kernel_size, device=device, dtype=dtype))
+        self.bias = nn.Parameter(torch.empty(inner, device=device, dtype=dtype))
+        self.log_q = nn.Parameter(torch.zeros(inner, device=device, dtype=dtype))
         nn.init.xavier_normal_(self.weight)
         nn.init.uniform_(self.bias, -1.0 / math.sqrt(channels * kernel_size**2), 1.0 / math.sqrt(channels * kernel_size**2))
 

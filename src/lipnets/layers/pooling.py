@@ -25,7 +25,7 @@ def _pair(value: int | Sequence[int], name: str) -> tuple[int, int]:
     pair = (value, value) if isinstance(value, int) and not isinstance(value, bool) else value
     if not isinstance(pair, (tuple, list)) or len(pair) != 2 or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in pair):
         raise ValueError(f"{name} must be a positive integer or a pair of them, got {value!r}")
-    return tuple(pair)  # type: ignore[return-value]
+    return tuple(pair)
 
 
 class _WindowPool(FixedBound):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -31,6 +32,8 @@ class MonotonicWrapper(BoundedModule):
 
     output_norm = "inf"
     input_norm = "1"
+    monotone: torch.Tensor
+    feature_scale: torch.Tensor
 
     def __init__(
         self,
@@ -121,7 +124,7 @@ class MonotonicMLP(MonotonicWrapper):
         lipschitz: float = 1.0,
         out_features: int | None = None,
         feature_scale: Sequence[float] | torch.Tensor | None = None,
-        **mlp_options,
+        **mlp_options: Any,
     ) -> None:
         spec = as_monotone(monotone, in_features)
         outputs = spec.shape[0] if spec.dim() == 2 else (out_features or 1)

@@ -101,7 +101,9 @@ def _circular_rows(size: int, kernel: int, stride: int, padding: int) -> tuple[i
     return int(counts.max()), stride if size % stride == 0 else 1
 
 
-def _check_geometry(kernel: torch.Tensor, input_size: Sequence[int], stride, padding, padding_mode: str):
+def _check_geometry(
+    kernel: torch.Tensor, input_size: Sequence[int], stride: int | Sequence[int], padding: int | Sequence[int], padding_mode: str
+) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
     spatial = _dims(kernel)
     size = _per_dim(tuple(input_size), spatial, "input_size")
     strides, paddings = _per_dim(stride, spatial, "stride"), _per_dim(padding, spatial, "padding")

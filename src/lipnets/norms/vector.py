@@ -23,7 +23,7 @@ def as_vector_norm(p: NormLike) -> VectorNorm:
         name = p.strip().lower()
         name = {"infinity": "inf", "l1": "1", "l2": "2", "linf": "inf"}.get(name, name)
     elif isinstance(p, (int, float)) and not isinstance(p, bool):
-        name = "inf" if p == math.inf else {1: "1", 2: "2"}.get(p, repr(p))  # type: ignore[call-overload]
+        name = "inf" if p == math.inf else {1.0: "1", 2.0: "2"}.get(float(p), repr(p))
     else:
         name = repr(p)
     if name not in _ORDER:

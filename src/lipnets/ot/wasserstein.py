@@ -24,7 +24,7 @@ from ..layers import project_
 from ..models import LipschitzMLP
 from ..norms import as_vector_norm
 from ..training.seeding import seeded
-from ..validation import as_samples, as_weights, scores_of
+from ..validation import ArrayLike, as_samples, as_weights, scores_of
 
 
 def make_critic(
@@ -42,8 +42,9 @@ def make_critic(
     layer then l_inf layers (Kitouni et al.), 1-Lipschitz in l1 but not GNP; "inf": l_inf layers.
     """
     ground = as_vector_norm(norm)
-    options = {"hidden_norm": "orthogonal"} if ground == "2" else {}
-    critic = LipschitzMLP(in_features, 1, hidden, lipschitz=1.0, input_norm=ground, group_size=group_size, **options)
+    critic = LipschitzMLP(
+        in_features, 1, hidden, lipschitz=1.0, input_norm=ground, group_size=group_size, hidden_norm="orthogonal" if ground == "2" else None
+    )
     return critic.to(device=device, dtype=dtype)
 
 
@@ -125,14 +126,18 @@ class CTransformCritic(BoundedModule):
     protocol with the bound 1. Distances are computed in float64 without the matrix-product shortcut.
     """
 
+    anchors: torch.Tensor
+    values: torch.Tensor
+
     def __init__(self, anchors: torch.Tensor, values: torch.Tensor, norm: str) -> None:
         super().__init__()
-        self.input_norm = self.output_norm = as_vector_norm(norm)
+        self.norm = as_vector_norm(norm)
+        self.input_norm = self.output_norm = self.norm
         self.register_buffer("anchors", anchors.detach().to(torch.float64))
         self.register_buffer("values", values.detach().to(torch.float64))
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        scores = torch.cat([(self.values - _distances(chunk, self.anchors, self.input_norm)).amax(dim=1) for chunk in z.split(CHUNK)])
+        scores = torch.cat([(self.values - _distances(chunk, self.anchors, self.norm)).amax(dim=1) for chunk in z.split(CHUNK)])
         return scores.to(z.dtype)[:, None]
 
     def lipschitz_bound(self, input_shape: tuple[int, ...] | None = None) -> float:
@@ -177,7 +182,9 @@ def c_transform(
     return value, CTransformCritic(x64, u, norm)
 
 
-def _prepare(x, y, weights_x, weights_y, norm: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def _prepare(
+    x: ArrayLike, y: ArrayLike, weights_x: ArrayLike | None, weights_y: ArrayLike | None, norm: str
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     as_vector_norm(norm)
     x = as_samples(x, "x")
     y = as_samples(y, "y", dtype=x.dtype).to(device=x.device)
@@ -189,11 +196,11 @@ def _prepare(x, y, weights_x, weights_y, norm: str) -> tuple[torch.Tensor, torch
 
 
 def wasserstein1(
-    x,
-    y,
+    x: ArrayLike,
+    y: ArrayLike,
     *,
-    weights_x=None,
-    weights_y=None,
+    weights_x: ArrayLike | None = None,
+    weights_y: ArrayLike | None = None,
     norm: str = "2",
     critic: nn.Module | None = None,
     hidden: Sequence[int] = (64, 64, 64),

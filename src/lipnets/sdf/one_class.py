@@ -24,7 +24,7 @@ from ..layers import project_
 from ..losses import hkr
 from ..models import LipschitzMLP
 from ..training.seeding import seeded
-from ..validation import as_samples, scores_of
+from ..validation import ArrayLike, as_samples, scores_of
 
 STRATEGIES = ("lazy", "alternating")
 
@@ -33,7 +33,9 @@ STRATEGIES = ("lazy", "alternating")
 # certified AUROC (Prop. 12)
 
 
-def certified_auroc(scores_in, scores_out, eps: float | Sequence[float] = 0.0, lipschitz: float = 1.0) -> float | list[float]:
+def certified_auroc(
+    scores_in: ArrayLike, scores_out: ArrayLike, eps: float | Sequence[float] = 0.0, lipschitz: float = 1.0
+) -> float | list[float]:
     """AUROC of normality scores (inliers high) that holds under every attack of radius eps (Prop. 12).
 
     An L-Lipschitz score moves by at most L eps, so after any attack an inlier keeps a score
@@ -183,7 +185,7 @@ class OneClassSDF(OutlierMixin, BaseEstimator):
                 raise ValueError(f"domain must have finite low < high in every feature, got {self.domain!r}")
         return eps, low, high
 
-    def fit(self, X, y=None) -> OneClassSDF:
+    def fit(self, X: ArrayLike, y: object = None) -> OneClassSDF:
         """Learn the SDF of the support of X (y is ignored: one-class learning)."""
         x = as_samples(X, "X", dtype=torch.float32)
         if x.shape[0] < 2:
@@ -213,24 +215,24 @@ class OneClassSDF(OutlierMixin, BaseEstimator):
         self.lipschitz_ = lipschitz_bound(model)
         return self
 
-    def _inputs(self, X) -> torch.Tensor:
+    def _inputs(self, X: ArrayLike) -> torch.Tensor:
         check_is_fitted(self, "critic_")
         x = as_samples(X, "X", dtype=torch.float32)
         if x.shape[1] != self.n_features_in_:
             raise ValueError(f"X has {x.shape[1]} features but OneClassSDF was fitted with {self.n_features_in_}")
         return x.to(next(self.critic_.parameters()).dtype)
 
-    def score_samples(self, X) -> np.ndarray:
+    def score_samples(self, X: ArrayLike) -> np.ndarray:
         """f(x): the estimated signed distance to the support plus eps; the lower, the more abnormal."""
         x = self._inputs(X)
         with torch.no_grad():
             return scores_of(self.critic_, x).double().numpy()
 
-    def decision_function(self, X) -> np.ndarray:
+    def decision_function(self, X: ArrayLike) -> np.ndarray:
         """score_samples - offset_: positive for inliers, negative for outliers."""
         return self.score_samples(X) - self.offset_
 
-    def predict(self, X) -> np.ndarray:
+    def predict(self, X: ArrayLike) -> np.ndarray:
         """+1 for inliers (decision_function >= 0), -1 for outliers."""
         return np.where(self.decision_function(X) >= 0, 1, -1)
 
@@ -242,7 +244,7 @@ class OneClassSDF(OutlierMixin, BaseEstimator):
         steps = self.newton_steps if newton_steps is None else int(newton_steps)
         return complementary_samples(_frozen(self.critic_), int(n), low, high, self.eps_, steps, generator).double().numpy()
 
-    def certified_auroc(self, X_in, X_out, eps: float | Sequence[float] = 0.0) -> float | list[float]:
+    def certified_auroc(self, X_in: ArrayLike, X_out: ArrayLike, eps: float | Sequence[float] = 0.0) -> float | list[float]:
         """AUROC of inliers X_in against outliers X_out that holds under any l2 attack of radius eps (Prop. 12).
 
         Uses the sound bound of the network's current weights (lipnets.lipschitz_bound), not the nominal 1.

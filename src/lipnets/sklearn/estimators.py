@@ -17,6 +17,7 @@ monotone wherever their signs are opposite.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -32,6 +33,7 @@ from ..constraints import check_lipschitz
 from ..datasets.tables import check_numeric
 from ..guarantees import MonotonicityReport, certified_radius, check_monotonic
 from ..losses import HingeLoss, MulticlassHingeLoss, TauBCEWithLogitsLoss, TauCrossEntropyLoss
+from ..validation import ArrayLike
 from .network import build_network
 
 REGRESSION_LOSSES = {"squared_error": nn.MSELoss, "absolute_error": nn.L1Loss, "huber": nn.HuberLoss}
@@ -39,7 +41,7 @@ BINARY_LOSSES = {"log_loss": TauBCEWithLogitsLoss, "hinge": HingeLoss}
 MULTICLASS_LOSSES = {"log_loss": TauCrossEntropyLoss, "hinge": MulticlassHingeLoss}
 
 
-def _check_frame(X) -> None:
+def _check_frame(X: ArrayLike) -> None:
     """DataFrame input: name the first non-numeric column and every column with NaN or inf."""
     if isinstance(X, pd.DataFrame):
         check_numeric(X, "feature")
@@ -65,7 +67,7 @@ class _NetworkEstimator(BaseEstimator):
         loss: str | nn.Module | None = None,
         validation_fraction: float = 0.1,
         patience: int | None = 30,
-        random_state=None,
+        random_state: int | np.random.RandomState | None = None,
         verbose: bool = False,
     ) -> None:
         self.lipschitz = lipschitz
@@ -141,7 +143,7 @@ class _NetworkEstimator(BaseEstimator):
         return matrix
 
     # -- fitting --------------------------------------------------------------------------------------
-    def fit(self, X, y) -> _NetworkEstimator:
+    def fit(self, X: ArrayLike, y: ArrayLike) -> _NetworkEstimator:
         """Standardise X (and y for regression), train the network with lipnets.fit, record the sound bound.
 
         A fit that raises leaves the estimator as it was (a fitted model stays usable).
@@ -154,7 +156,7 @@ class _NetworkEstimator(BaseEstimator):
             self.__dict__.update(before)
             raise
 
-    def _fit(self, X, y) -> _NetworkEstimator:
+    def _fit(self, X: ArrayLike, y: ArrayLike) -> _NetworkEstimator:
         from ..training import fit as train
 
         self._check_params()
@@ -207,14 +209,14 @@ class _NetworkEstimator(BaseEstimator):
         return order[held:], order[:held]
 
     # -- prediction -----------------------------------------------------------------------------------
-    def _outputs(self, X) -> np.ndarray:
+    def _outputs(self, X: ArrayLike) -> np.ndarray:
         check_is_fitted(self, "model_")
         _check_frame(X)
         X = validate_data(self, X, dtype=np.float64, reset=False)
         with torch.no_grad():
             return self.model_(torch.tensor(X)).numpy()
 
-    def verify_monotonic(self, X, *, steps: int = 9) -> MonotonicityReport:
+    def verify_monotonic(self, X: ArrayLike, *, steps: int = 9) -> MonotonicityReport:
         """Check the constraints over dense pairs in original units: f(x) against f(x + t e_i) for each row.
 
         For each constrained column i, t runs geometrically from 1e-3 sigma_i to the column's range, and the
@@ -231,7 +233,7 @@ class _NetworkEstimator(BaseEstimator):
             sigma = float(self.model_.scale[column])
             spread = max(float(X[:, column].max() - X[:, column].min()), sigma)
             grid = torch.logspace(np.log10(1e-3 * sigma), np.log10(spread), steps, dtype=torch.float64)
-            report = check_monotonic(self.model_, X, single, steps=grid)
+            report = check_monotonic(self.model_, X, torch.as_tensor(single), steps=grid)
             pairs, violations, worst = pairs + report.pairs, violations + report.violations, min(worst, report.worst_slope)
         return MonotonicityReport(pairs=pairs, violations=violations, worst_slope=worst)
 
@@ -266,11 +268,11 @@ class _RegressorTask(RegressorMixin):
             raise ValueError(f"unknown loss {loss!r}: choose one of {', '.join(REGRESSION_LOSSES)} or pass an nn.Module")
         return REGRESSION_LOSSES[loss]()
 
-    def predict(self, X) -> np.ndarray:
+    def predict(self, X: ArrayLike) -> np.ndarray:
         """Predicted target values, in the target's units."""
         return self._outputs(X)[:, 0]
 
-    def certified_radius(self, X, threshold: float) -> np.ndarray:
+    def certified_radius(self, X: ArrayLike, threshold: float) -> np.ndarray:
         """Per row, the l1 radius (original units) within which the prediction stays on its side of `threshold`.
 
         |f(x) - threshold| / lipschitz_bound_: a decision "predict above threshold" cannot flip closer than that.
@@ -301,12 +303,12 @@ class _ClassifierTask(ClassifierMixin):
             raise ValueError(f"unknown loss {loss!r}: choose one of {', '.join(losses)} or pass an nn.Module")
         return losses[loss]()
 
-    def decision_function(self, X) -> np.ndarray:
+    def decision_function(self, X: ArrayLike) -> np.ndarray:
         """Logits: shape (n,) for two classes (positive means classes_[1]), (n, n_classes) otherwise."""
         scores = self._outputs(X)
         return scores[:, 0] if scores.shape[1] == 1 else scores
 
-    def predict_proba(self, X) -> np.ndarray:
+    def predict_proba(self, X: ArrayLike) -> np.ndarray:
         """Class probabilities: the sigmoid of the score for two classes, the softmax of the logits otherwise."""
         scores = torch.from_numpy(self._outputs(X))
         if scores.shape[1] == 1:
@@ -314,7 +316,7 @@ class _ClassifierTask(ClassifierMixin):
             return torch.cat([1.0 - positive, positive], dim=1).numpy()
         return torch.softmax(scores, dim=1).numpy()
 
-    def certified_radius(self, X) -> np.ndarray:
+    def certified_radius(self, X: ArrayLike) -> np.ndarray:
         """Per row, the l1 radius (original units) within which the predicted class cannot change.
 
         `lipnets.certified_radius` on the model with its scaling: |f(x)| / L for two classes, the top-1 margin
@@ -325,7 +327,7 @@ class _ClassifierTask(ClassifierMixin):
         X = torch.tensor(validate_data(self, X, dtype=np.float64, reset=False))
         return certified_radius(self.model_, X).numpy()
 
-    def predict(self, X) -> np.ndarray:
+    def predict(self, X: ArrayLike) -> np.ndarray:
         """The most probable class label."""
         scores = self._outputs(X)
         index = (scores[:, 0] > 0).astype(np.int64) if scores.shape[1] == 1 else scores.argmax(axis=1)
@@ -337,7 +339,7 @@ class _Constrained:
 
     def __init__(
         self,
-        monotone_constraints=None,
+        monotone_constraints: ArrayLike | Mapping[str, Any] | None = None,
         *,
         lipschitz: float = 1.0,
         hidden: Sequence[int] = (32, 32),
@@ -347,12 +349,12 @@ class _Constrained:
         loss: str | nn.Module | None = None,
         validation_fraction: float = 0.1,
         patience: int | None = 30,
-        random_state=None,
+        random_state: int | np.random.RandomState | None = None,
         verbose: bool = False,
     ) -> None:
         self.monotone_constraints = monotone_constraints
         _NetworkEstimator.__init__(
-            self,
+            cast(_NetworkEstimator, self),
             lipschitz=lipschitz,
             hidden=hidden,
             epochs=epochs,

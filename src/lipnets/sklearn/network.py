@@ -10,6 +10,7 @@ from torch import nn
 
 from ..bounds import BoundedModule, bound_of
 from ..models import LipschitzMLP, MonotonicMLP
+from ..validation import ArrayLike
 
 
 class ScaledNetwork(BoundedModule):
@@ -20,6 +21,10 @@ class ScaledNetwork(BoundedModule):
     """
 
     input_norm = "1"
+    mean: torch.Tensor
+    scale: torch.Tensor
+    target_mean: torch.Tensor
+    target_scale: torch.Tensor
 
     def __init__(self, network: nn.Module, in_features: int, out_features: int) -> None:
         super().__init__()
@@ -31,7 +36,7 @@ class ScaledNetwork(BoundedModule):
         self.register_buffer("target_mean", torch.zeros(out_features, dtype=dtype))
         self.register_buffer("target_scale", torch.ones(out_features, dtype=dtype))
 
-    def set_scaling(self, mean, scale, target_mean=0.0, target_scale=1.0) -> None:
+    def set_scaling(self, mean: ArrayLike, scale: ArrayLike, target_mean: ArrayLike = 0.0, target_scale: ArrayLike = 1.0) -> None:
         """Store the input and output standardisation; every scale must be finite and positive."""
         for name, value in (("mean", mean), ("scale", scale), ("target_mean", target_mean), ("target_scale", target_scale)):
             buffer = getattr(self, name)
@@ -62,6 +67,7 @@ def build_network(architecture: Mapping) -> ScaledNetwork:
     inputs, outputs = int(architecture["in_features"]), int(architecture["out_features"])
     hidden, lipschitz = tuple(architecture["hidden"]), float(architecture["lipschitz"])
     monotone = np.asarray(architecture["monotone"], dtype=np.int64)
+    network: nn.Module
     if monotone.any():
         spec = monotone if monotone.ndim == 2 else monotone.tolist()
         network = MonotonicMLP(inputs, torch.as_tensor(spec), hidden, lipschitz=lipschitz, out_features=outputs)

@@ -7,10 +7,12 @@ W processes follows the same trajectory as a single process with the same `batch
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import Any, cast
 
 import torch
 import torch.distributed as dist
@@ -34,7 +36,7 @@ class History(dict):
     says whether patience or a callback ended training before `epochs`.
     """
 
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.best_epoch: int | None = None
         self.stopped_early = False
@@ -70,7 +72,11 @@ def _world() -> tuple[int, int]:
     return 0, 1
 
 
-def _check_split(data, name: str):
+Split = DataLoader | tuple[torch.Tensor, torch.Tensor]
+"""A data split: a DataLoader, or (X, y) tensors."""
+
+
+def _check_split(data: Any, name: str) -> Split:
     if isinstance(data, DataLoader):
         return data
     if not isinstance(data, (tuple, list)) or len(data) != 2:
@@ -83,7 +89,7 @@ def _check_split(data, name: str):
     return x, y
 
 
-def _batches(data, batch_size: int, epoch: int, seed: int, shuffle: bool) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
+def _batches(data: Split, batch_size: int, epoch: int, seed: int, shuffle: bool) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
     """This rank's batches: DistributedSampler order, each global batch of `batch_size` split across ranks."""
     if isinstance(data, DataLoader):
         if isinstance(data.sampler, DistributedSampler):
@@ -93,7 +99,7 @@ def _batches(data, batch_size: int, epoch: int, seed: int, shuffle: bool) -> Ite
     x, y = data
     rank, world = _world()
     if shuffle:
-        sampler = DistributedSampler(range(len(x)), num_replicas=world, rank=rank, shuffle=True, seed=seed)
+        sampler: DistributedSampler = DistributedSampler(cast(Any, range(len(x))), num_replicas=world, rank=rank, shuffle=True, seed=seed)
         sampler.set_epoch(epoch)
         indices = torch.tensor(list(sampler), dtype=torch.long)
     else:
@@ -104,7 +110,7 @@ def _batches(data, batch_size: int, epoch: int, seed: int, shuffle: bool) -> Ite
         yield x[chosen], y[chosen]
 
 
-def _check_distributed_loaders(train, val) -> None:
+def _check_distributed_loaders(train: Split, val: Split | None) -> None:
     """Training batches must be sharded; validation runs whole on every rank so that all ranks agree."""
     if _world()[1] == 1:
         return
@@ -122,7 +128,7 @@ def _check_distributed_loaders(train, val) -> None:
 # the loop
 
 
-def _make_optimizer(optimizer, model: nn.Module, lr: float) -> torch.optim.Optimizer:
+def _make_optimizer(optimizer: str | Callable[..., torch.optim.Optimizer], model: nn.Module, lr: float) -> torch.optim.Optimizer:
     if callable(optimizer) and not isinstance(optimizer, str):
         return optimizer(model.parameters(), lr)
     if optimizer not in OPTIMIZERS:
@@ -130,7 +136,7 @@ def _make_optimizer(optimizer, model: nn.Module, lr: float) -> torch.optim.Optim
     return OPTIMIZERS[optimizer](model.parameters(), lr=lr)
 
 
-def _metrics(metrics) -> dict[str, Metric]:
+def _metrics(metrics: Sequence[str] | Mapping[str, Metric] | None) -> dict[str, Metric]:
     if metrics is None:
         return {}
     if isinstance(metrics, Mapping):
@@ -146,7 +152,15 @@ def _metrics(metrics) -> dict[str, Metric]:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loss: Callable, data, *, batch_size: int = 1024, metrics=None, device=None) -> dict[str, float]:
+def evaluate(
+    model: nn.Module,
+    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    data: Any,
+    *,
+    batch_size: int = 1024,
+    metrics: Sequence[str] | Mapping[str, Metric] | None = None,
+    device: torch.device | str | None = None,
+) -> dict[str, float]:
     """Loss and metrics of `model` on a whole split (eval mode, no gradient), as plain floats."""
     device = torch.device(device) if device is not None else _model_device(model)
     chosen = _metrics(metrics)
@@ -183,17 +197,30 @@ def _improved(value: float, best: float | None, monitor: str) -> bool:
     return value < best if monitor.endswith("loss") else value > best
 
 
-def _progress(total: int, show: bool):
-    from tqdm.auto import tqdm
+class _NoProgress(contextlib.nullcontext):
+    """Stands in for a tqdm bar when progress is off or tqdm is not installed."""
 
+    def update(self, steps: int = 1) -> None:
+        """Nothing to show."""
+
+    def set_postfix(self, values: Mapping[str, str], refresh: bool = False) -> None:
+        """Nothing to show."""
+
+
+def _progress(total: int, show: bool) -> Any:
+    """A tqdm bar of `total` steps when `show` and tqdm is installed (it comes with lipnets[sklearn])."""
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return _NoProgress()
     return tqdm(total=total, disable=None if show else True, unit="step", leave=False, desc="fit")
 
 
 def fit(
     model: nn.Module,
     loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-    train,
-    val=None,
+    train: DataLoader | tuple[torch.Tensor, torch.Tensor],
+    val: DataLoader | tuple[torch.Tensor, torch.Tensor] | None = None,
     *,
     epochs: int,
     lr: float = 1e-3,
@@ -338,14 +365,14 @@ def _agree(stop: bool, device: torch.device, world: int) -> bool:
     return bool(flag.item())
 
 
-def _steps_per_epoch(train, batch_size: int, world: int) -> int:
+def _steps_per_epoch(train: Split, batch_size: int, world: int) -> int:
     if isinstance(train, DataLoader):
         return len(train)
     per_rank = math.ceil(len(train[0]) / world)
     return math.ceil(per_rank / (batch_size // world))
 
 
-def _positive_int(value, name: str) -> int:
+def _positive_int(value: Any, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
     return value
