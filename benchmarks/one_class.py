@@ -1,4 +1,4 @@
-"""One-class detection: OneClassSDF (thesis 003 ch. 5) against IsolationForest and OneClassSVM, same splits, one run.
+"""One-class detection: OneClassSDF (Béthune's thesis, 2024, ch. 5) against IsolationForest and OneClassSVM, same splits, one run.
 
 Tasks: scikit-learn's load_digits, one digit against the rest (pixels scaled to [0, 1]; B = [0, 1]^64
 as in the thesis for images); load_breast_cancer, benign against malignant; load_wine, class 0 against

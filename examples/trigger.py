@@ -1,4 +1,4 @@
-"""The LHCb inclusive heavy-flavour trigger in two features (paper 000, Section 4, Figs. 4-5), simulated.
+"""The LHCb inclusive heavy-flavour trigger in two features (Kitouni, Nolte and Williams 2023, Section 4, Figs. 4-5), simulated.
 
 Decay-vertex candidates have two inputs, the summed transverse momentum sum pT (GeV) and the displacement
 significance chi2_IP; the models see log10 of both (a monotone change of variables, so monotonicity in
@@ -102,7 +102,7 @@ class Standardised(nn.Module):
 
 
 def unconstrained_network(width: int = 20) -> nn.Sequential:
-    """Paper 000: the same depth, width and sorting activation, without weight constraints or residual."""
+    """Kitouni et al.: the same depth, width and sorting activation, without weight constraints or residual."""
     return nn.Sequential(nn.Linear(2, width), lipnets.FullSort(), nn.Linear(width, width), lipnets.FullSort(), nn.Linear(width, 1))
 
 
@@ -194,7 +194,7 @@ def throughput(monotonic: nn.Module, booster: lgb.LGBMClassifier, rows: np.ndarr
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Simulated two-feature LHCb trigger (paper 000, Figs. 4-5).")
+    parser = argparse.ArgumentParser(description="Simulated two-feature LHCb trigger (Kitouni et al. 2023, Figs. 4-5).")
     parser.add_argument("--out", default="trigger-output", help="folder for the PNG figures (default trigger-output)")
     parser.add_argument("--quick", action="store_true", help="fewer events and epochs: a smoke test, not a result")
     parser.add_argument("--no-write", action="store_true", help="do not write benchmarks/results/trigger.md")
@@ -259,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     command = " ".join(["OMP_NUM_THREADS=1 python examples/trigger.py", *(argv if argv is not None else sys.argv[1:])])
     text = "\n".join(
         [
-            "# Simulated LHCb trigger (paper 000, Section 4, Figs. 4-5)",
+            "# Simulated LHCb trigger (Kitouni, Nolte and Williams 2023, Section 4, Figs. 4-5)",
             "",
             f"Command: `{command}`  ",
             f"Machine: {platform.machine()}, 2 CPU cores shared with other work, one thread per model, torch {torch.__version__}, "

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 import lipnets
-from helpers_core import train_steps
+from helpers import train_steps
 from lipnets import GroupSort, LipschitzLinear, MonotonicityError, MonotonicMLP, MonotonicWrapper
 
 

@@ -1,4 +1,4 @@
-"""The two-moons study (paper 000, Fig. 7; blog 002): the loss, not the Lipschitz constraint, limits accuracy."""
+"""The two-moons study (Kitouni et al. 2023, Fig. 7, and Kitouni's blog post): the loss, not the Lipschitz constraint, limits accuracy."""
 
 import pytest
 
@@ -12,7 +12,7 @@ def trained() -> dict:
 
 
 def test_hinge_reaches_99_percent_where_bce_at_tau_1_does_not(trained):
-    # The claim of paper 000 (Section 5) and blog 002: same 1-Lipschitz network, same data and seed.
+    # The claim of Kitouni et al. (2023, Section 5) and the blog post: same 1-Lipschitz network, same data and seed.
     assert trained["hinge m=0.1"]["val accuracy"] >= 0.99
     assert trained["dynamic hinge"]["val accuracy"] >= 0.99
     assert trained["BCE"]["val accuracy"] < 0.99

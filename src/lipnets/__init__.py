@@ -41,6 +41,7 @@ _NAMES = {
     "NormChainError": "lipnets.bounds",
     "UntrackedModuleError": "lipnets.bounds",
     "bound_of": "lipnets.bounds",
+    "feature_bounds": "lipnets.bounds",
     "lipschitz_bound": "lipnets.bounds",
     "tracked_norms": "lipnets.bounds",
     "Abs": "lipnets.layers",

@@ -86,6 +86,31 @@ def _chain(sequence: nn.Sequential, input_shape: tuple[int, ...] | None, name: s
     return Bound(value, first_norm, current_norm, cap)
 
 
+def feature_bounds(model: nn.Module, input_shape: tuple[int, ...]) -> torch.Tensor:
+    """Per input coordinate, a sound bound on how much the output can move per unit change of it.
+
+    Returns a float64 tensor of `input_shape` (without the batch dimension): for every x and t,
+    ||f(x + t e_i) - f(x)|| <= L_i |t| in the model's output norm, so a shift of at most t_i in each
+    coordinate moves the output by at most sum_i L_i t_i. Each L_i is at most `lipschitz_bound(model)`;
+    the monotonic residual and input scalings make them sharper per feature. A chain g(h(x)) takes
+    h's per-coordinate bounds times g's bound.
+    """
+    shape = tuple(int(size) for size in input_shape)
+    if isinstance(model, nn.Sequential) and type(model).forward is nn.Sequential.forward and len(model) > 0:
+        first, *rest = list(model)
+        rest_bound = bound_of(nn.Sequential(*rest), _shape_after(first, shape), name="model").value if rest else 1.0
+        bound_of(model, shape)  # refuses chains whose norms do not meet
+        return feature_bounds(first, shape) * rest_bound
+    if isinstance(model, BoundedModule):
+        own = model.feature_bounds(shape)
+        if own is not None:
+            if tuple(own.shape) != shape:
+                raise ValueError(f"{type(model).__name__}.feature_bounds returned shape {tuple(own.shape)} for inputs of shape {shape}")
+            return own.detach().to(torch.float64)
+    value = bound_of(model, shape).value
+    return torch.full(shape, value, dtype=torch.float64)
+
+
 def lipschitz_bound(model: nn.Module, input_shape: tuple[int, ...] | None = None) -> float:
     """A sound upper bound on the Lipschitz constant of `model`, from its tracked input to output norm.
 

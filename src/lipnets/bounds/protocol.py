@@ -16,6 +16,7 @@ import abc
 import math
 from dataclasses import dataclass
 
+import torch
 from torch import nn
 
 
@@ -61,6 +62,15 @@ class BoundedModule(nn.Module, abc.ABC):
     def lipschitz_cap(self) -> float:
         """The largest bound the module's constraints allow whatever its weights become (default: none)."""
         return math.inf
+
+    def feature_bounds(self, input_shape: tuple[int, ...] | None = None) -> torch.Tensor | None:
+        """Per input coordinate i, a bound L_i with ||f(x + t e_i) - f(x)|| <= L_i |t| (output norm), or None.
+
+        None (the default) means every coordinate is bounded by `lipschitz_bound`, which always holds
+        since ||t e_i||_p = |t| in every l_p norm. Modules that know more (the monotonic residual, a
+        per-feature input scaling) return a float64 tensor of the input's shape.
+        """
+        return None
 
 
 class FixedBound(BoundedModule):

@@ -97,7 +97,7 @@ class ReshapedKernelOrthogonal(WeightConstraint):
     """RKO: the kernel reshaped to c_out x (c_in k_1 k_2) made orthogonal by Björck, divided by sqrt(prod ceil(k/s)).
 
     The stride correction makes the convolution lambda-Lipschitz for zero padding on every input
-    (FORMULAS.md, RKO; thesis 003, Section 2.3.3). Reuses the dense `Orthogonal` constraint.
+    (docs/reference/convolutions.md; Béthune's thesis, 2024, Section 2.3.3). Reuses the dense `Orthogonal` constraint.
     """
 
     def __init__(self, lipschitz: float, kernel_size: Sequence[int], stride: Sequence[int], *, iterations: int = 15) -> None:

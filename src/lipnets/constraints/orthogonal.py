@@ -1,7 +1,7 @@
 """The orthogonal constraint: lambda times the orthogonal polar factor of W, by Björck iterations.
 
 Björck's step A <- A (1.5 I - 0.5 AᵀA) maps each singular value by f(s) = 1.5 s - 0.5 s³, which sends
-[0, 2] into [-1, 1] and [0, √3] into [0, 1], with f(1) = 1 its maximum (thesis 003, ch. 2; FORMULAS.md).
+[0, 2] into [-1, 1] and [0, √3] into [0, 1], with f(1) = 1 its maximum (Björck and Bowie, SIAM J. Numer. Anal. 1971; docs/reference/norms.md).
 So once a start has sigma_max <= √1.5 every iterate has sigma_max <= 1 (in exact arithmetic), and the
 scale of the start is chosen from a provable upper bound on lambda_max(AᵀA), never from an estimate.
 

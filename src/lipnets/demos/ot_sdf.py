@@ -1,4 +1,4 @@
-"""Signed distance functions and Wasserstein-1 critics in 2-D (thesis 003 ch. 5; NEEMo).
+"""Signed distance functions and Wasserstein-1 critics in 2-D (Béthune's thesis, 2024, ch. 5; NEEMo).
 
 Three figures: the one-class SDF (OCSDF) of two moons and of an annulus, drawn as contour plots with
 their zero level and the complementary samples of Algorithm 6; and a W1 estimate between two point

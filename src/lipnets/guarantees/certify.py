@@ -1,4 +1,4 @@
-"""Certified radii, certified accuracy and a reject option (FORMULAS.md, "Certificates"; thesis 003, Section 1.3).
+"""Certified radii, certified accuracy and a reject option (docs/reference/certificates.md).
 
 Every radius comes from `bound_of(model)`, the sound bound of the current weights in the model's
 tracked norms: the user never passes a Lipschitz factor. Radii are in the model's input norm.
@@ -100,7 +100,7 @@ def _last_layer_split(model: nn.Module) -> tuple[nn.Sequential, nn.Linear] | Non
 
 
 def _last_layer_radius(rest: nn.Sequential, last: nn.Linear, logits: torch.Tensor, input_shape: tuple[int, ...]) -> torch.Tensor:
-    """min_j (f_k - f_j) / (L' ||w_k - w_j||_{r*}) with h = rest L'-Lipschitz into l_r (FORMULAS.md)."""
+    """min_j (f_k - f_j) / (L' ||w_k - w_j||_{r*}) with h = rest L'-Lipschitz into l_r (docs/reference/certificates.md)."""
     inner = bound_of(rest, input_shape, name="model") if len(rest) else Bound(1.0, None, None)
     r = inner.output_norm or as_vector_norm(cast(str, last.input_norm))
     weight = last.weight.detach().to(torch.float64)
@@ -123,7 +123,7 @@ def certified_radius(
 ) -> torch.Tensor:
     """Per input, a radius (in the model's input norm) within which the predicted class cannot change.
 
-    Binary: |f(x)| / L (FORMULAS.md, "Certificates"). Multiclass: the top-1 margin over the Lipschitz
+    Binary: |f(x)| / L (docs/reference/certificates.md). Multiclass: the top-1 margin over the Lipschitz
     constant of a logit difference, c L with c = sqrt(2), 2, 1 for an l2, l_inf, l1 output
     (method="generic"), or, for a Sequential ending in a linear layer, min_j (f_k - f_j) /
     (L' ||w_k - w_j||_{r*}) (method="last-layer", never smaller than the generic radius). "auto" uses
@@ -168,7 +168,7 @@ def certified_accuracy(
     eps: float | Sequence[float] | torch.Tensor,
     input_shape: tuple[int, ...] | None = None,
 ) -> float | list[float]:
-    """The share of inputs classified correctly with a certified radius > eps (FORMULAS.md).
+    """The share of inputs classified correctly with a certified radius > eps (docs/reference/certificates.md).
 
     A misclassified point counts as radius 0. `eps` is one number (returns a float) or several
     (returns a list), in the model's input norm.
@@ -200,7 +200,7 @@ class AbstentionReport:
 
 
 class AbstainingClassifier(nn.Module):
-    """Predicts `reject_label` wherever the certified radius is below `margin` (notes 001, Section 1.3.1).
+    """Predicts `reject_label` wherever the certified radius is below `margin` (a classifier with a reject option; docs/reference/certificates.md).
 
     An accepted input x has radius >= margin, so no input within distance < margin of x is given
     another class: it keeps x's class or is rejected. That is the "global robustness" of a classifier

@@ -30,7 +30,7 @@ def check_conv_options(spatial: int, stride: Any, padding: Any, dilation: Any, g
         raise ValueError(
             f"padding_mode={padding_mode!r} breaks the Lipschitz bound: it copies border pixels into several "
             "outputs, so a pixel counts more than once and the norm exceeds the zero/circular bound (an "
-            "orthogonal kernel reaches 1.57 on 5x5 inputs, FORMULAS.md). Use padding_mode='zeros' or 'circular'"
+            "orthogonal kernel reaches 1.57 on 5x5 inputs; see docs/reference/convolutions.md). Use padding_mode='zeros' or 'circular'"
         )
     if padding_mode not in PADDING_MODES:
         raise ValueError(f"unknown padding_mode {padding_mode!r}: choose 'zeros' or 'circular'")

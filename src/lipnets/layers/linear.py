@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from ..constraints import dense_constraint
-from ..norms import LAYER_NORMS, as_layer_norm, layer_operator_norm
+from ..norms import LAYER_NORMS, as_layer_norm, layer_operator_norm, order
 from .constrained import ConstrainedWeight
 
 
@@ -48,6 +48,12 @@ class LipschitzLinear(ConstrainedWeight, nn.Linear):
     def lipschitz_bound(self, input_shape: tuple[int, ...] | None = None) -> float:
         """The exact operator norm of the effective weight (closed form, or SVD for l2), in float64."""
         return layer_operator_norm(self.weight, self.norm)
+
+    def feature_bounds(self, input_shape: tuple[int, ...] | None = None) -> torch.Tensor:
+        """Per input j, ||W e_j|| in the output norm: the exact change of the output per unit of x_j."""
+        with torch.no_grad():
+            weight = self.weight.detach().to(torch.float64)
+        return torch.linalg.vector_norm(weight, ord=order(self.output_norm or "inf"), dim=0)
 
     def lipschitz_cap(self) -> float:
         """The constraint: no weight this layer can produce has an operator norm above it."""

@@ -1,4 +1,4 @@
-"""Pooling and reshaping layers with their l2 constants (FORMULAS.md, "Pooling and reshaping").
+"""Pooling and reshaping layers with their l2 constants (docs/reference/pooling.md).
 
 Each follows the bound protocol, so `lipschitz_bound(model, input_shape)` composes through it. None
 has weights, so each bound is also its cap. Their forwards use torch functions only, so they export

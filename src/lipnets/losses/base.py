@@ -14,15 +14,15 @@ REDUCTIONS = ("mean", "sum", "none")
 
 
 DEFAULT_TAU = 1.0
-"""Temperature default: tau = 1, the frameworks' default that thesis 003 (section 1.3) starts from."""
+"""Temperature default: tau = 1, the frameworks' default that Béthune's thesis (2024, Section 1.3) starts from."""
 
 
 DEFAULT_MARGIN = 1.0
-"""Hinge margin default: m = 1, the "hinge margin 1" of paper 000, Fig. 7."""
+"""Hinge margin default: m = 1, the "hinge margin 1" of Kitouni, Nolte and Williams (2023), Fig. 7."""
 
 
 DEFAULT_ALPHA = 256.0
-"""HKR hinge weight default: alpha = 256, the value of thesis 003, Example 4.3."""
+"""HKR hinge weight default: alpha = 256, the value of Béthune's thesis (2024), Example 4.3."""
 
 
 def _reduce(values: torch.Tensor, reduction: str) -> torch.Tensor:

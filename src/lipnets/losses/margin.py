@@ -28,7 +28,7 @@ from .base import (
 
 
 def tau_bce_with_logits(input: torch.Tensor, target: torch.Tensor, tau: float = DEFAULT_TAU, reduction: str = "mean") -> torch.Tensor:
-    """Binary cross-entropy at temperature tau: BCE(y, tau * f(x)) (paper 000, Eq. 5.1)."""
+    """Binary cross-entropy at temperature tau: BCE(y, tau * f(x)) (Kitouni et al. 2023, Eq. 5.1)."""
     tau = check_lipschitz(tau, "tau")
     scores = binary_scores(input, "TauBCEWithLogitsLoss")
     positive = (binary_signs(target, len(scores), "TauBCEWithLogitsLoss") > 0).to(scores.dtype)
@@ -37,7 +37,7 @@ def tau_bce_with_logits(input: torch.Tensor, target: torch.Tensor, tau: float = 
 
 
 def tau_cross_entropy(input: torch.Tensor, target: torch.Tensor, tau: float = DEFAULT_TAU, reduction: str = "mean") -> torch.Tensor:
-    """Softmax cross-entropy at temperature tau: CE(y, tau * f(x)) (thesis 003, Eq. B.52-B.53)."""
+    """Softmax cross-entropy at temperature tau: CE(y, tau * f(x)) (Béthune's thesis, 2024, Eqs. B.52-B.53)."""
     tau = check_lipschitz(tau, "tau")
     labels = class_labels(input, target, "TauCrossEntropyLoss")
     return _reduce(F.cross_entropy(tau * input, labels, reduction="none"), _check_reduction(reduction))
@@ -46,7 +46,7 @@ def tau_cross_entropy(input: torch.Tensor, target: torch.Tensor, tau: float = DE
 def hinge(
     input: torch.Tensor, target: torch.Tensor, margin: float | torch.Tensor = DEFAULT_MARGIN, reduction: str = "mean"
 ) -> torch.Tensor:
-    """max(0, m - y f(x)) (paper 000, Eq. 5.4); `margin` may be a per-sample (N,) tensor."""
+    """max(0, m - y f(x)) (Kitouni et al. 2023, Eq. 5.4); `margin` may be a per-sample (N,) tensor."""
     if not isinstance(margin, torch.Tensor):
         margin = check_lipschitz(margin, "margin")
     values = F.relu(margin - _signed_margin(binary_scores(input, "HingeLoss"), target, "HingeLoss"))
@@ -54,7 +54,7 @@ def hinge(
 
 
 def dynamic_hinge(input: torch.Tensor, target: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
-    """The dynamic hinge of paper 000, Eq. 5.3, with the margins packed into the target.
+    """The dynamic hinge of Kitouni et al. (2023), Eq. 5.3, with the margins packed into the target.
 
     target has shape (N, 2): column 0 the label in {0, 1} or {-1, +1}, column 1 the margin
     delta(x | y) = d(C^{-y}, x) / 2 from `dynamic_margins` (build it with `with_margins`).
@@ -85,7 +85,7 @@ def multiclass_hinge(input: torch.Tensor, target: torch.Tensor, margin: float = 
 def dynamic_margins(x: torch.Tensor, y: torch.Tensor, *, norm: str = "2", max_elements: int = 2**22) -> torch.Tensor:
     """delta(x_i | y_i) = d(C^{-y_i}, x_i) / 2: half the distance to the nearest point of the other class.
 
-    Paper 000, Eq. 5.3. Distances in the l1, l2 or l-inf norm (the model's input norm) are computed in
+    Kitouni et al. (2023), Eq. 5.3. Distances in the l1, l2 or l-inf norm (the model's input norm) are computed in
     blocks of at most `max_elements` pairs, keeping a running minimum, so 10^5 points need only
     O(max_elements) extra memory. Runs on x's device. Returns an (N,) tensor in x's dtype.
     """
@@ -137,7 +137,7 @@ def with_margins(y: torch.Tensor, margins: torch.Tensor) -> torch.Tensor:
 
 
 class TauBCEWithLogitsLoss(_ScaledLoss):
-    """BCE(y, tau f(x)) (paper 000, Eq. 5.1); targets in {0, 1} or {-1, +1}, scores (N,) or (N, 1).
+    """BCE(y, tau f(x)) (Kitouni et al. 2023, Eq. 5.1); targets in {0, 1} or {-1, +1}, scores (N,) or (N, 1).
 
     tau is an inverse temperature: a 1-Lipschitz f with tau is a tau-Lipschitz f with tau = 1. Small tau
     (the default 1) keeps pushing |f| up and underfits when the classes are close (two moons, Fig. 7);
@@ -162,7 +162,7 @@ class TauCrossEntropyLoss(_ScaledLoss):
 
 
 class HingeLoss(_ScaledLoss):
-    """max(0, m - y f(x)) (paper 000, Eq. 5.4).
+    """max(0, m - y f(x)) (Kitouni et al. 2023, Eq. 5.4).
 
     Samples with y f(x) >= m cost nothing, so the network spends its bounded slope on the decision
     boundary. A large margin m asks for certified radius m / L everywhere and loses accuracy where the
@@ -177,7 +177,7 @@ class HingeLoss(_ScaledLoss):
 
 
 class DynamicHingeLoss(_Loss):
-    """Hinge with per-sample margin delta(x | y) = d(C^{-y}, x) / 2 (paper 000, Eq. 5.3).
+    """Hinge with per-sample margin delta(x | y) = d(C^{-y}, x) / 2 (Kitouni et al. 2023, Eq. 5.3).
 
     Each point asks for the largest radius that the data allow: half the distance to the other class,
     the signed distance function's value when the boundary lies midway. Targets are (N, 2) tensors of

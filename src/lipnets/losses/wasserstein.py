@@ -23,7 +23,7 @@ def _one_vs_rest_signs(input: torch.Tensor, target: torch.Tensor, name: str) -> 
 
 
 def kr(input: torch.Tensor, target: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
-    """The negative Kantorovich-Rubinstein estimate -(E_{y=+1} f - E_{y=-1} f) (thesis 003, Eq. 4.14).
+    """The negative Kantorovich-Rubinstein estimate -(E_{y=+1} f - E_{y=-1} f) (Béthune's thesis, 2024, Eq. 4.14).
 
     Per sample, -y f(x) weighted by N / (number of samples of its class in the batch), so that the mean
     over the batch is exactly -(mean f on positives - mean f on negatives): for a 1-Lipschitz f its
@@ -39,7 +39,7 @@ def kr(input: torch.Tensor, target: torch.Tensor, reduction: str = "mean") -> to
 def hkr(
     input: torch.Tensor, target: torch.Tensor, alpha: float = DEFAULT_ALPHA, margin: float = DEFAULT_MARGIN, reduction: str = "mean"
 ) -> torch.Tensor:
-    """Hinge-regularised KR loss: KR + alpha * hinge_m (thesis 003, Eq. 4.14; Serrurier et al. 2021).
+    """Hinge-regularised KR loss: KR + alpha * hinge_m (Béthune's thesis, 2024, Eq. 4.14; Serrurier et al., CVPR 2021).
 
     Binary: the hinge max(0, m - y f). Multiclass: the top-1 margin hinge of `multiclass_hinge`.
     """
@@ -61,10 +61,10 @@ class KRLoss(_Loss):
 
 
 class HKRLoss(_Loss):
-    """KR + alpha * hinge_m (thesis 003, Eq. 4.14), binary or multiclass (dispatch on the output shape).
+    """KR + alpha * hinge_m (Béthune's thesis, 2024, Eq. 4.14), binary or multiclass (dispatch on the output shape).
 
     alpha = 0 is the Wasserstein critic (maximal |f|, poor accuracy); alpha -> inf is the hinge loss.
-    Between, alpha and m select a point on the accuracy-robustness front (thesis 003, Fig. 4.5).
+    Between, alpha and m select a point on the accuracy-robustness front (Béthune's thesis, 2024, Fig. 4.5).
     """
 
     def __init__(self, alpha: float = DEFAULT_ALPHA, margin: float = DEFAULT_MARGIN, reduction: str = "mean") -> None:

@@ -1,4 +1,4 @@
-"""Builders of Lipschitz networks that chain the norms correctly (DESIGN.md, principle 2)."""
+"""Builders of Lipschitz networks that chain the norms correctly (docs/reference/composition.md)."""
 
 from __future__ import annotations
 

@@ -91,10 +91,18 @@ class MonotonicWrapper(BoundedModule):
             residual = scaled @ self.monotone.mT
         return output + self.lipschitz * residual
 
-    def _outer_bound(self, inner: float) -> float:
+    def _per_feature(self, inner: float) -> torch.Tensor:
+        """c_i (L_g + lambda max_k |S_ki|) per input i, in float64."""
         signs = self.monotone.abs().to(torch.float64)
         largest = signs if signs.dim() == 1 else signs.amax(dim=0)
-        return float((self.feature_scale.to(torch.float64) * (inner + self.lipschitz * largest)).max())
+        return self.feature_scale.to(torch.float64) * (inner + self.lipschitz * largest)
+
+    def _outer_bound(self, inner: float) -> float:
+        return float(self._per_feature(inner).max())
+
+    def feature_bounds(self, input_shape: tuple[int, ...] | None = None) -> torch.Tensor:
+        """Per input i, c_i (L_g + lambda max_k |S_ki|): how far any output can move per unit of x_i."""
+        return self._per_feature(self.inner_bound())
 
     def lipschitz_bound(self, input_shape: tuple[int, ...] | None = None) -> float:
         """max_i c_i (L_g + lambda max_k |S_ki|): bounds every partial derivative, so f is this Lipschitz from l1 to l_inf."""

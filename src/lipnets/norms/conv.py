@@ -1,4 +1,4 @@
-"""Sound l2 bounds of 1-d and 2-d convolutions (FORMULAS.md, "Convolutions"): pure functions of a kernel.
+"""Sound l2 bounds of 1-d and 2-d convolutions (docs/reference/convolutions.md): pure functions of a kernel.
 
 A kernel has shape (out, in, k_1[, k_2]). torch's convolutions are cross-correlations; they have the
 same singular values as convolutions, so nothing here depends on the flip. The symbol of a kernel is
@@ -79,7 +79,7 @@ def conv_symbol(kernel: torch.Tensor, grid: Sequence[int], stride: int | Sequenc
 def circular_conv_norm(kernel: torch.Tensor, grid: Sequence[int], stride: int | Sequence[int] = 1) -> float:
     """Exact l2 norm of the circular convolution (stride dividing the grid) from the SVD of its DFT blocks.
 
-    FORMULAS.md: the maximum over frequencies of sigma_max of the c_out x c_in kernel-DFT matrix,
+    docs/reference/convolutions.md: the maximum over frequencies of sigma_max of the c_out x c_in kernel-DFT matrix,
     extended to strides by `conv_symbol`. Computed in float64.
     """
     symbol = conv_symbol(kernel.detach().to(torch.float64), grid, stride)
@@ -182,7 +182,7 @@ def rko_bound(
     padding: int | Sequence[int] = 0,
     padding_mode: str = "zeros",
 ) -> float:
-    """sqrt(window multiplicity) * ||W||_2, W the kernel reshaped to c_out x (c_in k_1 k_2) (FORMULAS.md, RKO).
+    """sqrt(window multiplicity) * ||W||_2, W the kernel reshaped to c_out x (c_in k_1 k_2) (docs/reference/convolutions.md).
 
     Each output is W times a patch; the patches together hold every pixel at most `window_multiplicity`
     times, so ||y||^2 <= ||W||^2 sum ||patch||^2 <= multiplicity ||W||^2 ||x||^2.

@@ -1,4 +1,4 @@
-"""Operator norms of dense matrices, exact where a closed form exists (FORMULAS.md, "Matrix operator norms").
+"""Operator norms of dense matrices, exact where a closed form exists (docs/reference/norms.md).
 
 Every function here is pure: it reads a weight and returns a number. Bounds that back a guarantee are
 computed in float64 from the weight as it is used in the forward pass.
@@ -33,7 +33,7 @@ def operator_norm(weight: torch.Tensor, p_in: NormLike, p_out: NormLike) -> floa
     """A sound upper bound on ||W||_{p_in -> p_out} for W of shape (out, in), computed in float64.
 
     Exact for every pair except inf->1, 2->1 and inf->2, which are NP-hard or have no closed form; for
-    those it returns the standard upper bound (FORMULAS.md). The 2->2 norm comes from an SVD.
+    those it returns the standard upper bound (docs/reference/norms.md). The 2->2 norm comes from an SVD.
     """
     if weight.dim() != 2:
         raise ValueError(f"operator_norm expects a matrix, got shape {tuple(weight.shape)}")

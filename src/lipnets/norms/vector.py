@@ -1,4 +1,4 @@
-"""Vector norms: names, duals and conversions between them (FORMULAS.md, "Changing norms")."""
+"""Vector norms: names, duals and conversions between them (docs/reference/composition.md)."""
 
 from __future__ import annotations
 

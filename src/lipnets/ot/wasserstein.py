@@ -1,8 +1,8 @@
-"""Wasserstein-1 distances estimated with a 1-Lipschitz critic (FORMULAS.md, "Wasserstein-1").
+"""Wasserstein-1 distances estimated with a 1-Lipschitz critic (docs/reference/wasserstein.md).
 
 The Kantorovich-Rubinstein dual W1(P, Q) = sup_{f 1-Lipschitz} E_P f - E_Q f is maximised over a
 Lipschitz network whose input norm is the ground metric: orthogonal layers and GroupSort for l2
-(gradient norm preserving, thesis 003 ch. 2), Kitouni's l1 -> l_inf first layer for l1 (paper 000,
+(gradient norm preserving, Béthune's thesis, 2024, ch. 2), Kitouni's l1 -> l_inf first layer for l1 (Kitouni et al. 2023,
 Eqs. 2.6-2.8; sound, but not gradient norm preserving: no GNP construction exists in l1), l_inf
 layers for l_inf. This is how NEEMo computes the Energy Mover's Distance of weighted events.
 

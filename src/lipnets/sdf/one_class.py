@@ -1,4 +1,4 @@
-"""Signed distance functions and one-class learning with 1-Lipschitz networks (thesis 003, ch. 5).
+"""Signed distance functions and one-class learning with 1-Lipschitz networks (Béthune's thesis, 2024, ch. 5).
 
 `OneClassSDF` is the thesis's OCSDF: a 1-Lipschitz (orthogonal, GroupSort) network trained with the
 HKR loss, margin m = eps (Theorem 2), to separate the data from a complementary distribution whose
@@ -78,7 +78,7 @@ def complementary_samples(
     steps: int = 8,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """n samples of the complementary distribution Q_t(f) (thesis 003, Algorithm 6).
+    """n samples of the complementary distribution Q_t(f) (Béthune's thesis, 2024, Algorithm 6).
 
     z_0 ~ U(B) with B = [low, high]; each sample draws its own rate eta ~ U[0, 1] (so that Q covers the
     path to the boundary) and takes `steps` projected Newton steps
@@ -109,7 +109,7 @@ def _frozen(model: nn.Module) -> nn.Module:
 
 
 class OneClassSDF(OutlierMixin, BaseEstimator):
-    """One-class learning with a learned signed distance function (OCSDF, thesis 003, ch. 5).
+    """One-class learning with a learned signed distance function (OCSDF, Béthune's thesis, 2024, ch. 5).
 
     Scores are f(x), 1-Lipschitz in l2, approximating S(x) + eps with S the signed distance to the
     boundary of the training data's support (positive inside, Theorem 2). decision_function is

@@ -2,7 +2,7 @@
 
 Inputs are standardised inside the estimator (x' = (x - mu) / sigma, and for regression the target too),
 so `lipschitz` is the constant lambda of the network in standardised units, the scale-free knob of
-Kitouni et al. (Eq. 2.6). The guarantee is reported in the user's units: by FORMULAS.md
+Kitouni et al. (Eq. 2.6). The guarantee is reported in the user's units: by docs/reference/monotonic.md
 "Standardisation", the l1 -> output bound is multiplied by max_i 1/sigma_i (and by the target's scale for a
 regressor). `lipschitz_bound_` is that sound number, computed from the trained weights, and
 `verify_monotonic(X)` checks the monotone constraints over dense pairs in the original units.
@@ -320,7 +320,7 @@ class _ClassifierTask(ClassifierMixin):
         """Per row, the l1 radius (original units) within which the predicted class cannot change.
 
         `lipnets.certified_radius` on the model with its scaling: |f(x)| / L for two classes, the top-1 margin
-        over the constant of a logit difference otherwise (FORMULAS.md, "Certificates").
+        over the constant of a logit difference otherwise (docs/reference/certificates.md).
         """
         check_is_fitted(self, "model_")
         _check_frame(X)

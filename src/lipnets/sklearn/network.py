@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..bounds import BoundedModule, bound_of
+from ..bounds import BoundedModule, bound_of, feature_bounds
 from ..models import LipschitzMLP, MonotonicMLP
 from ..validation import ArrayLike
 
@@ -17,7 +17,7 @@ class ScaledNetwork(BoundedModule):
     """x -> target_scale * network((x - mean) / scale) + target_mean: a network in the user's original units.
 
     It takes part in the bound protocol: from l1 in original units to the network's output norm, with
-    bound |target_scale| * max_i (1 / scale_i) * bound(network) (FORMULAS.md, "Standardisation").
+    bound |target_scale| * max_i (1 / scale_i) * bound(network) (docs/reference/monotonic.md).
     """
 
     input_norm = "1"
@@ -51,6 +51,11 @@ class ScaledNetwork(BoundedModule):
     def lipschitz_bound(self, input_shape: tuple[int, ...] | None = None) -> float:
         """The network's sound bound times the scalings' operator norms (l1 -> l1 of diag(1/scale))."""
         return self._factor() * bound_of(self.network, name="network").value
+
+    def feature_bounds(self, input_shape: tuple[int, ...] | None = None) -> torch.Tensor:
+        """Per original column i: the network's per-feature bound / scale_i, times the target's scale."""
+        inner = feature_bounds(self.network, (len(self.scale),))
+        return inner / self.scale.double() * float(self.target_scale.double().max())
 
     def lipschitz_cap(self) -> float:
         return self._factor() * bound_of(self.network, name="network").cap

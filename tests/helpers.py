@@ -1,0 +1,69 @@
+"""Helpers shared by the tests: exact Jacobians from unit impulses, exact operator norms, worst-case training.
+
+Every guarantee test measures against these, so there is one definition of "the exact constant".
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+import lipnets
+from lipnets.norms import operator_norm
+
+
+def impulse_jacobian(module: nn.Module, shape: tuple[int, ...], dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """The (outputs, inputs) matrix of an affine module from unit impulses, in one batched forward.
+
+    Exact for affine maps (a linear or convolution layer with its bias): column j is f(e_j) - f(0).
+    """
+    size = math.prod(shape)
+    eye = torch.eye(size, dtype=dtype).reshape(size, *shape)
+    inputs = torch.cat([torch.zeros(1, *shape, dtype=dtype), eye])
+    with torch.no_grad():
+        outputs = module(inputs)
+    return (outputs[1:] - outputs[:1]).reshape(size, -1).T
+
+
+def jacobian_at(model: nn.Module | Callable[[torch.Tensor], torch.Tensor], point: torch.Tensor) -> torch.Tensor:
+    """The exact (outputs, inputs) Jacobian of `model` at one unbatched `point`, by autograd."""
+    jacobian = torch.autograd.functional.jacobian(lambda z: model(z.unsqueeze(0))[0], point)
+    return jacobian.reshape(-1, point.numel()).double()
+
+
+def matrix_norm(matrix: torch.Tensor, p_in: str, p_out: str) -> float:
+    """The exact p_in -> p_out operator norm of a matrix where one exists (the l2 norm from an SVD)."""
+    if (p_in, p_out) == ("2", "2"):
+        return float(torch.linalg.svdvals(matrix.detach().double()).max())
+    return operator_norm(matrix.detach().double(), p_in, p_out)
+
+
+def largest_jacobian_norm(model: nn.Module, x: torch.Tensor, p_in: str, p_out: str) -> float:
+    """max over the rows of x of the exact p_in -> p_out norm of the Jacobian: a lower bound on the constant."""
+    return max(matrix_norm(jacobian_at(model, point), p_in, p_out) for point in x)
+
+
+def train_steps(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, lr: float = 0.05) -> None:
+    """Adam on the MSE towards y, projecting after each step as `mode="project"` layers require."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    model.train()
+    for _ in range(steps):
+        optimizer.zero_grad()
+        nn.functional.mse_loss(model(x), y).backward()
+        optimizer.step()
+        lipnets.project_(model)
+
+
+def blow_up_steps(model: nn.Module, shape: tuple[int, ...], steps: int = 15, lr: float = 0.02, dtype: torch.dtype = torch.float64) -> None:
+    """Adam steps that maximise the output energy: the worst case for a norm constraint."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    model.train()
+    for _ in range(steps):
+        x = torch.randn(8, *shape, dtype=dtype)
+        optimizer.zero_grad()
+        (-model(x).pow(2).mean()).backward()
+        optimizer.step()
+        lipnets.project_(model)
