@@ -48,6 +48,14 @@ def test_page_examples_run(page: Path, tmp_path: Path, monkeypatch: pytest.Monke
         exec(compile("\n" * line + code, str(page), "exec"), namespace)
 
 
+def test_every_docs_page_the_sources_name_exists() -> None:
+    """Docstrings and error messages send readers to docs/...md pages: each of them must exist."""
+    named = {match for path in (ROOT / "src").rglob("*.py") for match in re.findall(r"docs/[\w./-]+\.md", path.read_text(encoding="utf-8"))}
+    assert named, "the sources name no docs page"
+    missing = sorted(name for name in named if not (ROOT / name).is_file())
+    assert not missing, f"pages named in src/ but absent: {missing}"
+
+
 # Patterns are assembled from parts so that this file does not match itself.
 OUTSIDE_REFERENCES = re.compile(
     "|".join(
