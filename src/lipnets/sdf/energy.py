@@ -186,7 +186,7 @@ class LipschitzEBM(BaseEstimator):
         with torch.no_grad():
             return -scores_of(self.energy_, x).double().numpy()
 
-    def sample(self, n: int, *, steps: int = 200, seed: int = 0) -> np.ndarray:
+    def sample(self, n: int, *, steps: int = 500, seed: int = 0) -> np.ndarray:
         """n samples of the fitted density by MALA chains started uniformly on the domain."""
         check_is_fitted(self, "energy_")
         low, high = (torch.as_tensor(bound) for bound in self.domain_)
