@@ -118,10 +118,20 @@ def interval_columns(x: np.ndarray, y: np.ndarray, exact: float | None, seed: in
     if exact is not None:
         if not result.contains(exact):
             raise RuntimeError(f"the interval {result} does not contain emd2 = {exact!r}")
-        columns |= {"contains emd2": "yes", "critic": round(result.critic_lower, 5), "critic error %": round(100 * (exact - result.critic_lower) / exact, 3)}
+        columns |= {
+            "contains emd2": "yes",
+            "critic": round(result.critic_lower, 5),
+            "critic error %": round(100 * (exact - result.critic_lower) / exact, 3),
+        }
     else:
         columns |= {"critic": round(result.critic_lower, 5)}
-    return columns | {"lower from": result.lower_method, "upper from": result.upper_method, "steps": result.steps, "lipnets s": round(seconds, 1), "lipnets CPU s": round(cpu, 1)}
+    return columns | {
+        "lower from": result.lower_method,
+        "upper from": result.upper_method,
+        "steps": result.steps,
+        "lipnets s": round(seconds, 1),
+        "lipnets CPU s": round(cpu, 1),
+    }
 
 
 def exact_rows(args: argparse.Namespace) -> list[dict]:
@@ -130,7 +140,10 @@ def exact_rows(args: argparse.Namespace) -> list[dict]:
         for dim in args.dims:
             x, y = draw(args.n, dim, np.random.default_rng(args.seed))
             exact, emd_seconds = exact_w1(x, y)
-            rows.append({"case": name, "dim": dim, "emd2": round(exact, 5), "emd2 s": round(emd_seconds, 2)} | interval_columns(x, y, exact, args.seed))
+            rows.append(
+                {"case": name, "dim": dim, "emd2": round(exact, 5), "emd2 s": round(emd_seconds, 2)}
+                | interval_columns(x, y, exact, args.seed)
+            )
             print(rows[-1], flush=True)
     return rows
 
@@ -178,7 +191,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
     tables = []
     if args.large or args.quick:
         rows = large_rows(args)
-        tables.append(("wasserstein_large", format_table(rows, "W1 at scale (Gaussians, l2): lipnets' interval with defaults, sliced and Sinkhorn estimates")))
+        tables.append(
+            (
+                "wasserstein_large",
+                format_table(rows, "W1 at scale (Gaussians, l2): lipnets' interval with defaults, sliced and Sinkhorn estimates"),
+            )
+        )
     if not args.large:
         rows = exact_rows(args)
         title = f"W1, l2 ground metric, {args.n} points a side: wasserstein1 with its defaults against exact ot.emd2"
@@ -187,7 +205,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
         print(table)
         if not args.no_write and not args.quick:
             arguments = argv if argv is not None else sys.argv[1:]
-            (RESULTS / f"{name}.md").write_text(benchmark_record(name, "benchmarks/wasserstein.py", arguments, table, f"POT {pot.__version__}"))
+            (RESULTS / f"{name}.md").write_text(
+                benchmark_record(name, "benchmarks/wasserstein.py", arguments, table, f"POT {pot.__version__}")
+            )
     return rows
 
 

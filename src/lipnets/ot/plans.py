@@ -69,7 +69,10 @@ def _exact_plan(cost: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> tuple[t
     """The optimal plan of POT's network simplex (`ot.emd`) and its duals -v_j, as float64 tensors."""
     pot = require_extra("ot", "ot")
     plan, log = pot.emd(a.cpu().numpy(), b.cpu().numpy(), cost.cpu().numpy(), numItermax=100_000_000, log=True)
-    return (torch.as_tensor(plan, dtype=torch.float64, device=cost.device), -torch.as_tensor(log["v"], dtype=torch.float64, device=cost.device))
+    return (
+        torch.as_tensor(plan, dtype=torch.float64, device=cost.device),
+        -torch.as_tensor(log["v"], dtype=torch.float64, device=cost.device),
+    )
 
 
 def _mass_blocks(weights: torch.Tensor, order: torch.Tensor, count: int) -> list[tuple[torch.Tensor, torch.Tensor]]:

@@ -119,7 +119,7 @@ def wasserstein1(
     tol: float = 1e-3,
     patience: int = 100,
     lr: float = 3e-3,
-    batch_size: int | None | str = "auto",
+    batch_size: int | str | None = "auto",
     refine: bool | str = "auto",
     plan: str | None = "auto",
     block_size: int = BLOCK_SIZE,
@@ -166,27 +166,37 @@ def wasserstein1(
         critic = seeded(seed, make_critic, x.shape[1], norm, hidden, device=x.device)
     check_critic(critic, norm)
     trainer = CriticTrainer(critic, lr, batch_size, seed)  # type: ignore[arg-type]
-    parameter = next(critic.parameters(), None)
-    like = {} if parameter is None else dict(device=parameter.device, dtype=parameter.dtype)
-    steps = trainer.fit(*(t.to(**like) for t in (x, y, weights_x, weights_y)), max_steps, tol, patience)
+    parameter = next(critic.parameters())
+
+    def cast(t: torch.Tensor) -> torch.Tensor:  # train in the critic's dtype and on its device
+        return t.to(device=parameter.device, dtype=parameter.dtype)
+
+    steps = trainer.fit(cast(x), cast(y), cast(weights_x), cast(weights_y), max_steps=max_steps, tol=tol, patience=patience)
     critic.eval()
+    result_critic: nn.Module
     if refine is True or (refine == "auto" and len(x) * len(y) <= REFINE_LIMIT):
-        critic_lower, witness = c_transform(critic, x, y, weights_x, weights_y, norm)
-        result_critic, lower_method = witness, "critic + c-transform"
+        critic_lower, result_critic = c_transform(critic, x, y, weights_x, weights_y, norm)
+        lower_method = "critic + c-transform"
     else:
         critic_lower, result_critic, lower_method = certified_estimate(critic, x, y, weights_x, weights_y), critic, "critic"
     lower, upper, upper_method = critic_lower, math.inf, "none"
     if plan is not None:
         with torch.no_grad():
-            keys = tuple(scores_of(critic, t.to(**like)).double().cpu() for t in (x, y))
-        bound = plan_upper_bound(x, y, weights_x, weights_y, norm, plan, block_size, keys)  # type: ignore[arg-type]
+            keys = (scores_of(critic, cast(x)).double().cpu(), scores_of(critic, cast(y)).double().cpu())
+        bound = plan_upper_bound(x, y, weights_x, weights_y, norm, plan, block_size, keys)
         upper, upper_method = bound.value, bound.method
         if bound.duals is not None:
             plan_lower, _ = c_transform_values(bound.duals, x, y, weights_x, weights_y, norm)
             if plan_lower > lower:
                 lower, lower_method = plan_lower, "exact plan duals + c-transform"
     return Wasserstein1Result(
-        lower=lower, upper=upper, critic_lower=critic_lower, critic=result_critic, lower_method=lower_method, upper_method=upper_method, steps=steps
+        lower=lower,
+        upper=upper,
+        critic_lower=critic_lower,
+        critic=result_critic,
+        lower_method=lower_method,
+        upper_method=upper_method,
+        steps=steps,
     )
 
 

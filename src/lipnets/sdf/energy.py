@@ -61,7 +61,8 @@ class EnergySum(Combination):
         self.coefficients = [float(c) for c in coefficients]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return sum(c * scores_of(part, x) for c, part in zip(self.coefficients, self.parts))[:, None]
+        stacked = self._stacked(x)
+        return (stacked * stacked.new_tensor(self.coefficients)).sum(dim=-1, keepdim=True)
 
     def lipschitz_bound(self, input_shape: tuple[int, ...] | None = None) -> float:
         """sum_i |c_i| L_i."""

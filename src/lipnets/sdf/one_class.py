@@ -126,7 +126,9 @@ class OneClassSDF(OutlierMixin, BaseEstimator):
         if self.strategy not in STRATEGIES:
             raise ValueError(f"unknown strategy {self.strategy!r}: choose 'lazy' (Algorithm 7) or 'alternating' (Algorithm 5)")
         if self.sampler not in SAMPLERS:
-            raise ValueError(f"unknown sampler {self.sampler!r}: choose 'newton' (Algorithm 6) or 'langevin' (Metropolis-adjusted Langevin)")
+            raise ValueError(
+                f"unknown sampler {self.sampler!r}: choose 'newton' (Algorithm 6) or 'langevin' (Metropolis-adjusted Langevin)"
+            )
         for name in ("iterations", "inner_steps", "newton_steps", "batch_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
