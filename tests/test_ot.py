@@ -61,11 +61,11 @@ def test_training_stops_when_the_objective_stops_improving():
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(40, 2)), rng.normal(size=(30, 2)) * 1.5 + [1.0, 0.0]
     exact = emd2(x, y)
-    result = wasserstein1(x, y, hidden=(16, 16), max_steps=5000, lr=1e-2, patience=50, plan=None, refine=False)
+    result = wasserstein1(x, y, hidden=(8, 8), max_steps=5000, lr=1e-2, patience=30, plan=None, refine=False)
     assert result.steps < 5000  # stopped by the rule, not the cap
     assert 0.9 * exact <= result.critic_lower <= exact
     assert result.upper == float("inf") and result.upper_method == "none" and result.lower_method == "critic"
-    untrained = wasserstein1(x, y, hidden=(16, 16), max_steps=0, plan=None, refine=False)
+    untrained = wasserstein1(x, y, hidden=(8, 8), max_steps=0, plan=None, refine=False)
     assert untrained.steps == 0 and untrained.critic_lower < result.critic_lower
 
 

@@ -8,7 +8,7 @@ from torch import nn
 from helpers import jacobian_at
 from lipnets import lipschitz_bound
 from lipnets.bounds import BoundedModule
-from lipnets.demos import DEMOS, load
+from lipnets.demos import load
 from lipnets.sdf import (
     LipschitzEBM,
     OneClassSDF,
@@ -141,8 +141,8 @@ def test_extract_surface_meshes_the_level_set():
     rng = np.random.default_rng(0)
     cloud = rng.uniform(-1.4, 1.4, size=(4000, 3)) * [1, 1, 0.3]
     cloud = cloud[Torus()(torch.as_tensor(cloud))[:, 0].numpy() > 0]
-    vertices, faces, level = extract_surface(Torus(), cloud, resolution=48, level=0.0)
-    assert level == 0.0 and faces.shape[1] == 3 and len(vertices) > 100
+    vertices, faces, _ = extract_surface(Torus(), cloud, resolution=48, level=0.0)
+    assert faces.shape[1] == 3 and len(vertices) > 100
     spacing = 1.2 * 2.8 / 47
     assert np.abs(Torus()(torch.as_tensor(vertices))[:, 0].numpy()).max() <= spacing
     _, _, default_level = extract_surface(Torus(), cloud, resolution=16)
@@ -155,7 +155,6 @@ def test_extract_surface_meshes_the_level_set():
 
 @pytest.mark.slow
 def test_implicit_surface_demo_runs(tmp_path):
-    assert DEMOS["implicit-surface"] == "lipnets.demos.implicit_surface"
     (row,) = load("implicit-surface")(tmp_path, True)
     assert (tmp_path / "implicit_surface.png").exists()
     assert row["lipschitz_bound"] <= 1.0 + 1e-5 and row["mean distance to the torus"] < 0.3

@@ -133,7 +133,10 @@ class CriticTrainer:
         """
         x, y, weights_x, weights_y = (t.detach() for t in (x, y, weights_x, weights_y))
         full = self.batch_size is None or self.batch_size >= max(len(x), len(y))
-        probe = None if full else (*self._batch(x, weights_x, EVAL_POINTS), *self._batch(y, weights_y, EVAL_POINTS))
+        probe = None
+        if not full:
+            (px, pwx), (py, pwy) = self._batch(x, weights_x, EVAL_POINTS), self._batch(y, weights_y, EVAL_POINTS)
+            probe = (px, py, pwx, pwy)
         best, since, drops, step = -math.inf, 0, 0, 0
         self.critic.train()
         with torch.enable_grad():
