@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..validation import require_extra
+from ..validation import positive_int, require_extra
 
 UNIT = 2.0**-53
 """Unit roundoff of float64."""
@@ -133,8 +133,7 @@ def plan_upper_bound(
     """
     if plan not in PLANS:
         raise ValueError(f"unknown plan {plan!r}: choose from {', '.join(PLANS)}")
-    if isinstance(block_size, bool) or int(block_size) != block_size or block_size < 1:
-        raise ValueError(f"block_size must be a positive integer, got {block_size!r}")
+    block_size = positive_int(block_size, "block_size")
     require_extra("ot", "ot")
     n, m, dim = len(x), len(y), x.shape[1]
     duals = None

@@ -23,7 +23,7 @@ from torch import nn
 from ..bounds import lipschitz_bound
 from ..norms import as_vector_norm
 from ..training.seeding import seeded
-from ..validation import ArrayLike, as_samples, as_weights, scores_of
+from ..validation import ArrayLike, as_samples, as_weights, positive_int, scores_of
 from .critic import CriticTrainer, certified_estimate, check_critic, dual_objective, make_critic
 from .ctransform import c_transform, c_transform_values
 from .plans import BLOCK_SIZE, PLANS, plan_upper_bound
@@ -100,12 +100,6 @@ def _choice(value: object, name: str, choices: Sequence[object]) -> None:
         raise ValueError(f"unknown {name} {value!r}: choose from {', '.join(map(repr, choices))}")
 
 
-def _positive_int(value: object, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return value
-
-
 def wasserstein1(
     x: ArrayLike,
     y: ArrayLike,
@@ -154,8 +148,8 @@ def wasserstein1(
         _choice(batch_size, "batch_size", ("auto",))
     if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 0:
         raise ValueError(f"max_steps must be a non-negative integer, got {max_steps!r}")
-    patience = _positive_int(patience, "patience")
-    block_size = _positive_int(block_size, "block_size")
+    patience = positive_int(patience, "patience")
+    block_size = positive_int(block_size, "block_size")
     if not (isinstance(tol, (int, float)) and math.isfinite(tol) and tol >= 0):
         raise ValueError(f"tol must be a finite number >= 0, got {tol!r}")
     x, y, weights_x, weights_y = _prepare(x, y, weights_x, weights_y, norm, dtype=torch.float64)

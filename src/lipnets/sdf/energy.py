@@ -27,7 +27,7 @@ from ..bounds import bound_of, lipschitz_bound
 from ..layers import project_
 from ..models import LipschitzMLP
 from ..training.seeding import seeded
-from ..validation import ArrayLike, as_samples, scores_of
+from ..validation import ArrayLike, as_samples, positive_int, scores_of
 from .combine import Combination
 from .sampling import default_domain, langevin
 
@@ -150,9 +150,7 @@ class LipschitzEBM(BaseEstimator):
         if x.shape[0] < 2:
             raise ValueError(f"LipschitzEBM needs at least 2 training samples, got {x.shape[0]}")
         for name in ("iterations", "batch_size", "langevin_steps"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+            positive_int(getattr(self, name), name)
         spread = float(torch.linalg.vector_norm(x - x.mean(0), dim=1).pow(2).mean().sqrt())
         temperature = 0.05 * spread if self.temperature is None else float(self.temperature)
         if not (math.isfinite(temperature) and temperature > 0):

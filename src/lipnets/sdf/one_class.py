@@ -24,7 +24,7 @@ from ..layers import project_
 from ..losses import hkr
 from ..models import LipschitzMLP
 from ..training.seeding import seeded
-from ..validation import ArrayLike, as_samples, scores_of
+from ..validation import ArrayLike, as_samples, positive_int, scores_of
 from .sampling import SAMPLERS, complementary_samples, default_domain
 
 STRATEGIES = ("lazy", "alternating")
@@ -130,9 +130,7 @@ class OneClassSDF(OutlierMixin, BaseEstimator):
                 f"unknown sampler {self.sampler!r}: choose 'newton' (Algorithm 6) or 'langevin' (Metropolis-adjusted Langevin)"
             )
         for name in ("iterations", "inner_steps", "newton_steps", "batch_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+            positive_int(getattr(self, name), name)
         for name in ("alpha", "lr"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
