@@ -182,11 +182,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--large-dims", type=int, nargs="+", default=[2, 8])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-steps", type=int, default=None, help="cap on the critic's steps (default: wasserstein1's)")
-    parser.add_argument("--quick", action="store_true", help="200 points, 2-D, a 3,000-point large row, 30 critic steps: a smoke run")
+    parser.add_argument("--quick", action="store_true", help="100 points, 2-D, a 2,500-point large row, 10 critic steps: a smoke run")
     parser.add_argument("--no-write", action="store_true", help="do not write benchmarks/results/wasserstein*.md")
     args = parser.parse_args(argv)
     if args.quick:
-        args.n, args.dims, args.large_n, args.large_dims, args.max_steps = 200, [2], [3000], [2], 30
+        args.n, args.dims, args.large_n, args.large_dims, args.max_steps = 100, [2], [2500], [2], 10
     torch.set_num_threads(1)
     tables = []
     if args.large or args.quick:
