@@ -85,12 +85,14 @@ def _mass_blocks(weights: torch.Tensor, order: torch.Tensor, count: int) -> list
     ends = torch.cumsum(w, 0)
     starts = ends - w
     cuts = torch.linspace(0.0, float(ends[-1]), count + 1, dtype=torch.float64, device=w.device)
+    first = torch.searchsorted(ends, cuts[:-1], right=True)  # the first point ending after each cut
+    last = torch.searchsorted(starts, cuts[1:], right=False)  # the first point starting at or after the next cut
     blocks = []
     for k in range(count):
-        low, high = cuts[k], cuts[k + 1]
-        overlap = torch.minimum(ends, high) - torch.maximum(starts, low)
+        span = slice(int(first[k]), int(last[k]))
+        overlap = torch.minimum(ends[span], cuts[k + 1]) - torch.maximum(starts[span], cuts[k])
         keep = overlap > 0
-        blocks.append((order[keep], overlap[keep]))
+        blocks.append((order[span][keep], overlap[keep]))
     return blocks
 
 
