@@ -171,8 +171,11 @@ def test_critic_of_another_norm_is_refused():
 
 def test_plans_without_pot_raise_a_clear_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "ot", None)
+    critic = make_critic(2, "2", (8, 8))
+    before = {k: v.clone() for k, v in critic.state_dict().items()}
     with pytest.raises(ImportError, match=r"lipnets\[ot\]"):
-        wasserstein1(torch.zeros(2, 2), torch.ones(2, 2), max_steps=1)
+        wasserstein1(torch.zeros(2, 2), torch.ones(2, 2), critic=critic, max_steps=1)
+    assert all(torch.equal(before[k], v) for k, v in critic.state_dict().items())
     result = wasserstein1(torch.zeros(2, 2), torch.ones(2, 2), max_steps=1, plan=None)  # the lower end alone needs no POT
     assert result.upper == float("inf") and result.lower <= 2**0.5
 

@@ -23,7 +23,7 @@ from torch import nn
 from ..bounds import lipschitz_bound
 from ..norms import as_vector_norm
 from ..training.seeding import seeded
-from ..validation import ArrayLike, as_samples, as_weights, positive_int, scores_of
+from ..validation import ArrayLike, as_samples, as_weights, positive_int, require_extra, scores_of
 from .critic import CriticTrainer, certified_estimate, check_critic, dual_objective, make_critic
 from .ctransform import c_transform, c_transform_values
 from .plans import BLOCK_SIZE, PLANS, plan_upper_bound
@@ -134,7 +134,9 @@ def wasserstein1(
     `lipschitz_bound` of its weights. refine="auto" (or True) then applies the exact c-transform on the
     samples when n * m <= 25e6 (or always): a feasible dual value at least as large, whose critic is
     the `CTransformCritic` max_i u_i - d(z, x_i). Cost: one training step is one forward and backward of
-    the critic over the batch; the c-transform is two passes over the n x m distances.
+    the critic over the batch; the c-transform is two passes over the n x m distances. With an exact
+    plan, the lower end is the larger of this and the c-transform of the plan's duals, which closes the
+    interval up to rounding; `critic_lower` keeps the critic's own certified value.
 
     Upper end. plan="auto": the exact optimal plan when n * m <= 4e6, else a block-diagonal plan of exact
     plans between matched blocks of about `block_size` points (the blocks follow the critic's values,
@@ -154,6 +156,8 @@ def wasserstein1(
         raise ValueError(f"tol must be a finite number >= 0, got {tol!r}")
     x, y, weights_x, weights_y = _prepare(x, y, weights_x, weights_y, norm, dtype=torch.float64)
     norm = as_vector_norm(norm)
+    if plan is not None:  # before training: a missing extra must not leave a half-trained critic behind
+        require_extra("ot", "ot")
     if batch_size == "auto":
         batch_size = None if len(x) + len(y) <= FULL_BATCH_LIMIT else 4096
     if critic is None:
