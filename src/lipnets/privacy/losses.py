@@ -15,8 +15,10 @@ library's conventions). docs/reference/privacy.md derives each:
   ||z|| bounded by the model's forward bound and ||y|| by clamping the targets.
 - ClipLogitGradient(loss, bound): any per-sample loss whose logit gradient is clipped to `bound`.
 
-The balanced KR/HKR weights and the dynamic hinge's margins are computed from other samples of the
-batch or the data set, so one sample changes other samples' gradients: they are refused.
+Each of these losses checks its labels, so the constant holds for every label it accepts; torch's losses
+accept any float target (a BCE target of -1 doubles the gradient) and are taken only through
+ClipLogitGradient. The balanced KR/HKR weights and the dynamic hinge's margins are computed from other
+samples of the batch or the data set, so one sample changes other samples' gradients: they are refused.
 """
 
 from __future__ import annotations
@@ -152,10 +154,6 @@ def _refuse(loss: nn.Module) -> None:
             f"{name}(balanced=True) weights each sample by its class's share of the batch, so one record changes every "
             f"other sample's gradient: use {name}(balanced=False), the per-sample form -y f(x)"
         )
-    if isinstance(loss, nn.CrossEntropyLoss) and loss.weight is not None:
-        raise SensitivityError("nn.CrossEntropyLoss with class weights: use TauCrossEntropyLoss, or wrap it in ClipLogitGradient")
-    if isinstance(loss, nn.BCEWithLogitsLoss) and (loss.weight is not None or loss.pos_weight is not None):
-        raise SensitivityError("nn.BCEWithLogitsLoss with weights: use TauBCEWithLogitsLoss, or wrap it in ClipLogitGradient")
 
 
 def loss_lipschitz(loss: nn.Module, output_bound: float, outputs: int) -> float:
@@ -182,13 +180,10 @@ def loss_lipschitz(loss: nn.Module, output_bound: float, outputs: int) -> float:
         if isinstance(loss, KRLoss):
             return kr_part
         return kr_part + loss.alpha * (1.0 if binary else math.sqrt(2.0))
-    if isinstance(loss, nn.CrossEntropyLoss):
-        return math.sqrt(2.0)
-    if isinstance(loss, nn.BCEWithLogitsLoss) and binary:
-        return 1.0
     raise SensitivityError(
         f"{type(loss).__name__} has no Lipschitz constant with respect to the logits that lipnets knows"
         f"{' for ' + str(outputs) + ' outputs' if not binary else ''}: use one of TauBCEWithLogitsLoss, TauCrossEntropyLoss, "
         "HingeLoss, MulticlassHingeLoss, KRLoss/HKRLoss(balanced=False), lipnets.privacy.BoundedSquaredError for "
-        "regression, or wrap the loss in lipnets.privacy.ClipLogitGradient(loss, bound)"
+        "regression, or wrap the loss in lipnets.privacy.ClipLogitGradient(loss, bound). (torch's own losses accept "
+        "any float target, e.g. a BCE target of -1 doubles the gradient, so their constants hold for no label set.)"
     )
