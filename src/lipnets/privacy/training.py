@@ -118,15 +118,10 @@ class PrivateTraining:
         self.sample_rate = batch_size / records
         self.steps_per_epoch = max(1, round(records / batch_size))
         self.total_steps = epochs * self.steps_per_epoch
+        # the model and loss are checked (and refused) before the noise is calibrated, which takes seconds
+        self.step = PrivateStep(model, loss, noise_multiplier=1.0, expected_batch_size=batch_size, strategy=budget.strategy, input_shape=input_shape)
         self.noise_multiplier = calibrate_noise(budget.epsilon, budget.delta, self.sample_rate, self.total_steps, budget.accountant)
-        self.step = PrivateStep(
-            model,
-            loss,
-            noise_multiplier=self.noise_multiplier,
-            expected_batch_size=batch_size,
-            strategy=budget.strategy,
-            input_shape=input_shape,
-        )
+        self.step.noise_multiplier = self.noise_multiplier
         self.sampler = secret_generator()
         self.steps_taken = min(start_epoch * self.steps_per_epoch, self.total_steps)
 
