@@ -84,7 +84,9 @@ class HKRLoss(_Loss):
     Between, alpha and m select a point on the accuracy-robustness front (Béthune's thesis, 2024, Fig. 4.5).
     """
 
-    def __init__(self, alpha: float = DEFAULT_ALPHA, margin: float = DEFAULT_MARGIN, reduction: str = "mean", balanced: bool = True) -> None:
+    def __init__(
+        self, alpha: float = DEFAULT_ALPHA, margin: float = DEFAULT_MARGIN, reduction: str = "mean", balanced: bool = True
+    ) -> None:
         super().__init__(reduction)
         self.alpha = check_lipschitz(alpha, "alpha")
         self.margin = check_lipschitz(margin, "margin")

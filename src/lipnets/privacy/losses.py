@@ -129,7 +129,7 @@ def per_sample(loss: nn.Module) -> nn.Module:
             f"private training needs a loss module with a `reduction` attribute (lipnets.losses or torch.nn), got {type(loss).__name__}"
         )
     copied = copy.copy(loss)
-    copied.reduction = "none"
+    copied.__dict__["reduction"] = "none"
     return _PerSample(copied)
 
 
@@ -164,13 +164,13 @@ def loss_lipschitz(loss: nn.Module, output_bound: float, outputs: int) -> float:
     _refuse(loss)
     binary = outputs == 1
     if isinstance(loss, ClipLogitGradient):
-        return loss.bound
+        return float(loss.bound)
     if isinstance(loss, BoundedSquaredError):
         return loss.gradient_bound(output_bound, outputs)
     if isinstance(loss, TauBCEWithLogitsLoss) and binary:
-        return loss.tau
+        return float(getattr(loss, "tau"))  # noqa: B009 (set by _ScaledLoss through setattr)
     if isinstance(loss, TauCrossEntropyLoss):
-        return math.sqrt(2.0) * loss.tau
+        return math.sqrt(2.0) * float(getattr(loss, "tau"))  # noqa: B009
     if isinstance(loss, HingeLoss) and binary:
         return 1.0
     if isinstance(loss, MulticlassHingeLoss):
@@ -179,7 +179,7 @@ def loss_lipschitz(loss: nn.Module, output_bound: float, outputs: int) -> float:
         kr_part = 1.0 / math.sqrt(outputs)
         if isinstance(loss, KRLoss):
             return kr_part
-        return kr_part + loss.alpha * (1.0 if binary else math.sqrt(2.0))
+        return kr_part + float(loss.alpha) * (1.0 if binary else math.sqrt(2.0))
     raise SensitivityError(
         f"{type(loss).__name__} has no Lipschitz constant with respect to the logits that lipnets knows"
         f"{' for ' + str(outputs) + ' outputs' if not binary else ''}: use one of TauBCEWithLogitsLoss, TauCrossEntropyLoss, "

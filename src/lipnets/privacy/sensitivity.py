@@ -20,6 +20,7 @@ from __future__ import annotations
 import abc
 import math
 from collections.abc import Iterator
+from typing import cast
 
 import torch
 from torch import nn
@@ -50,7 +51,7 @@ def _shape_after(module: nn.Module, shape: tuple[int, ...]) -> tuple[int, ...]:
 class _Step(abc.ABC):
     """One node of the bound propagation; `refresh` reads the current weights, the rest is arithmetic."""
 
-    def refresh(self) -> None:
+    def refresh(self) -> None:  # noqa: B027 (weightless steps have nothing to refresh)
         """Recompute the constants that depend on the weights (nothing for weightless steps)."""
 
     @abc.abstractmethod
@@ -82,18 +83,18 @@ class _Fixed(_Step):
 class _Affine(_Step):
     """A dense or convolution layer y = A(W) x + b, bilinear in (W, x)."""
 
-    def __init__(self, module: nn.Module, name: str, input_shape: tuple[int, ...], output_shape: tuple[int, ...]) -> None:
-        self.module, self.name, self.input_shape = module, name, input_shape
-        self.weight: nn.Parameter = module.weight
-        self.bias: nn.Parameter | None = module.bias
-        self.is_conv = isinstance(module, (nn.Conv1d, nn.Conv2d))
-        if self.is_conv:
+    def __init__(
+        self, module: nn.Linear | nn.Conv1d | nn.Conv2d, name: str, input_shape: tuple[int, ...], output_shape: tuple[int, ...]
+    ) -> None:
+        self.module, self.name = module, name
+        self.weight, self.bias = module.weight, module.bias
+        self.constraint = getattr(module, "constraint", None)
+        self.conv: tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...], str] | None = None
+        self.positions, self.weight_factor = 1, 1.0
+        if isinstance(module, (nn.Conv1d, nn.Conv2d)):  # padding is a tuple of ints: check_conv_options refuses strings
+            self.conv = (input_shape[1:], tuple(module.stride), cast(tuple[int, ...], module.padding), module.padding_mode)
             self.positions = math.prod(output_shape[1:])
-            taps = module.kernel_size
-            multiplicity = window_multiplicity(input_shape[1:], taps, module.stride, module.padding, module.padding_mode)
-            self.weight_factor = math.sqrt(multiplicity)
-        else:
-            self.positions, self.weight_factor = 1, 1.0
+            self.weight_factor = math.sqrt(window_multiplicity(self.conv[0], tuple(module.kernel_size), *self.conv[1:]))
         self.norm = self.bias_norm = math.nan
 
     def refresh(self) -> None:
@@ -103,15 +104,13 @@ class _Affine(_Step):
         self.bias_norm = bias * math.sqrt(self.positions)
 
     def _operator_norm(self, weight: torch.Tensor) -> float:
-        constraint = getattr(self.module, "constraint", None)
-        if self.is_conv:
-            options = (self.input_shape[1:], self.module.stride, self.module.padding, self.module.padding_mode)
-            reshaped = rko_bound(weight, *options)
-            if isinstance(constraint, ReshapedKernelOrthogonal):
+        if self.conv is not None:
+            reshaped = rko_bound(weight, *self.conv)
+            if isinstance(self.constraint, ReshapedKernelOrthogonal):
                 return reshaped  # exact for the reshaped orthogonal kernel, and far cheaper than the DFT
-            return min(reshaped, conv_norm_bound(weight, *options))
-        if isinstance(constraint, Orthogonal):
-            return near_orthogonal_bound(weight, constraint.lipschitz)
+            return min(reshaped, conv_norm_bound(weight, *self.conv))
+        if isinstance(self.constraint, Orthogonal):
+            return near_orthogonal_bound(weight, self.constraint.lipschitz)
         return operator_norm(weight, "2", "2")
 
     def output_bound(self, x: float) -> float:
@@ -121,9 +120,9 @@ class _Affine(_Step):
         return self.norm
 
     def gradient_bounds(self, x: float, g: float) -> Iterator[tuple[nn.Parameter, float]]:
-        yield self.weight, g * self.weight_factor * x
+        yield cast(nn.Parameter, self.weight), g * self.weight_factor * x
         if self.bias is not None:
-            yield self.bias, g * math.sqrt(self.positions)
+            yield cast(nn.Parameter, self.bias), g * math.sqrt(self.positions)
 
 
 class _Chain(_Step):

@@ -69,7 +69,7 @@ class PrivateStep:
         bounds = self.plan.bounds()
         if self.strategy == "global":
             total = math.sqrt(sum(value**2 for value in bounds.values()))
-            return {name: self.noise_multiplier * total for name in bounds}
+            return dict.fromkeys(bounds, self.noise_multiplier * total)
         groups = math.sqrt(len(bounds))
         return {name: self.noise_multiplier * groups * value for name, value in bounds.items()}
 
@@ -119,7 +119,9 @@ class PrivateTraining:
         self.steps_per_epoch = max(1, round(records / batch_size))
         self.total_steps = epochs * self.steps_per_epoch
         # the model and loss are checked (and refused) before the noise is calibrated, which takes seconds
-        self.step = PrivateStep(model, loss, noise_multiplier=1.0, expected_batch_size=batch_size, strategy=budget.strategy, input_shape=input_shape)
+        self.step = PrivateStep(
+            model, loss, noise_multiplier=1.0, expected_batch_size=batch_size, strategy=budget.strategy, input_shape=input_shape
+        )
         self.noise_multiplier = calibrate_noise(budget.epsilon, budget.delta, self.sample_rate, self.total_steps, budget.accountant)
         self.step.noise_multiplier = self.noise_multiplier
         self.sampler = secret_generator()
