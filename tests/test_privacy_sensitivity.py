@@ -98,6 +98,7 @@ def _check(model: nn.Module, loss: nn.Module, shape: tuple[int, ...], radius: fl
     per_layer = gradient_norm_bound(model, loss, radius, per_layer=True, input_shape=shape)
     total = gradient_norm_bound(model, loss, radius, input_shape=shape)
     assert isinstance(per_layer, dict) and isinstance(total, float)
+    model.train()  # bounds planned in whatever mode the model was in must hold while training
     clip = model[0] if isinstance(model, nn.Sequential) and isinstance(model[0], InputClip) else None
     ball = radius if radius is not None else clip.output_norm_bound(shape)  # search where the model's inputs can reach
     worst = 0.0
@@ -133,6 +134,7 @@ def _dense_activations() -> nn.Module:
     return nn.Sequential(
         LipschitzLinear(5, 6, norm="2", mode="project"),
         nn.ReLU(),
+        nn.Dropout(0.3).eval(),  # planned in eval mode, checked in train mode: its 1 / (1 - p) must count
         nn.Linear(6, 6),
         nn.Tanh(),
         LipschitzLinear(6, 6, norm="inf", mode="project"),
@@ -267,6 +269,8 @@ def test_refusals_name_the_problem() -> None:
     ]:
         with pytest.raises(SensitivityError, match=message):
             gradient_norm_bound(bounded, loss)
+    with pytest.raises(SensitivityError, match="balanced=False"):
+        ClipLogitGradient(KRLoss(), 1.0)  # clipping cannot undo the coupling between records
     with pytest.raises(SensitivityError, match="SLLBlock"):
         gradient_norm_bound(nn.Sequential(InputClip(1.0), SLLBlock(2)), KRLoss(balanced=False), input_shape=(2, 4, 4))
     with pytest.raises(SensitivityError, match="BatchNorm1d"):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 pytest.importorskip("dp_accounting")
-from lipnets.sklearn import LipschitzRegressor, MonotonicClassifier  # noqa: E402
+from lipnets.sklearn import LipschitzRegressor, MonotonicClassifier
 
 
 def _table(n: int = 300) -> tuple[np.ndarray, np.ndarray]:

@@ -81,6 +81,7 @@ class ClipLogitGradient(nn.Module):
         super().__init__()
         if reduction not in ("mean", "sum", "none"):
             raise ValueError(f"unknown reduction {reduction!r}: choose 'mean', 'sum' or 'none'")
+        _refuse(loss)  # clipping bounds each record's own gradient, not how it moves the others'
         self.loss = per_sample(loss)
         self.bound = check_lipschitz(bound, "bound")
         self.reduction = reduction

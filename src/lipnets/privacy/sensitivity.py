@@ -190,7 +190,8 @@ def _weightless(module: nn.Module, name: str, shape: tuple[int, ...]) -> _Step:
     with torch.no_grad():
         at_zero = float(torch.linalg.vector_norm(module(torch.zeros((1, *shape), dtype=torch.float64)).double()))
     ceiling = module.output_norm_bound(shape) if isinstance(module, InputClip) else math.inf
-    return _Fixed(bound.value, at_zero, ceiling)
+    # the cap holds in every mode (dropout scales by 1 / (1 - p) only while training)
+    return _Fixed(max(bound.value, bound.cap), at_zero, ceiling)
 
 
 def _check_affine(module: nn.Module, name: str) -> None:
