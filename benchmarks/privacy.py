@@ -332,6 +332,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--part", choices=("accuracy", "speed", "all"), default="all")
     parser.add_argument("--tasks", default=None, help="comma-separated task names (default: all)")
     parser.add_argument("--seeds", type=int, default=3, help="seeds of the chosen configuration")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds of the speed part")
+    parser.add_argument("--batches", default="256,1024,4096", help="comma-separated batch sizes of the speed part")
     parser.add_argument("--write", action="store_true", help=f"append the tables to {RESULTS}")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
@@ -346,7 +348,7 @@ def main(argv: list[str] | None = None) -> None:
             format_table(rows, f"Test accuracy (AUC for ISLR Default) and certified accuracy, median [min, max] over {seeds} seed(s)")
         )
     if args.part in ("speed", "all"):
-        batches, rounds, min_time = ((64,), 1, 0.01) if args.quick else ((256, 1024, 4096), 5, 0.5)
+        batches, rounds, min_time = ((64,), 1, 0.01) if args.quick else (tuple(int(b) for b in args.batches.split(",")), args.rounds, 0.5)
         sections.append(format_table(speed_rows(batches, rounds, min_time), "One training step of a 784-512-512-10 MLP, thread CPU time"))
     for section in sections:
         print(section + "\n")

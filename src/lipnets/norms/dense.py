@@ -108,11 +108,13 @@ def near_orthogonal_bound(weight: torch.Tensor, scale: float = 1.0) -> float:
         a = a.to(torch.float64)
     if not torch.isfinite(a).all():
         raise ValueError("the weight contains NaN or inf: no Lipschitz bound exists")
-    rows, columns = a.shape
+    rows = a.shape[0]
     unit = torch.finfo(a.dtype).eps / 2.0
     gamma = rows * unit / (1.0 - rows * unit)
     gram = (a.mT @ a).to(torch.float64)
+    # ||W||_F² = trace(WᵀW) <= trace(computed Gram) / (1 - gamma): each diagonal entry is off by at most gamma of itself
+    frobenius_squared = float(gram.diagonal().sum()) / (1.0 - gamma)
     center = float(scale) ** 2
-    residual = torch.linalg.matrix_norm(gram - center * torch.eye(columns, dtype=torch.float64, device=gram.device))
-    rounding = gamma * torch.linalg.vector_norm(a.to(torch.float64)) ** 2
-    return math.sqrt(center + float(residual) + float(rounding))
+    gram.diagonal().sub_(center)
+    residual = float(torch.linalg.matrix_norm(gram))
+    return math.sqrt(center + residual + gamma * frobenius_squared)

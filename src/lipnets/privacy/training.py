@@ -82,10 +82,11 @@ class PrivateStep:
             values = self.loss(self.model(x), y)
             values.sum().backward()
             mean = values.detach().mean()
-        for name, parameter in self.plan.parameters.items():
+        for name, parameter in self.plan.parameters.items():  # in place: one noise tensor alive at a time
             noise = torch.randn(parameter.shape, generator=self.generator, device=parameter.device, dtype=parameter.dtype)
-            summed = parameter.grad if parameter.grad is not None else torch.zeros_like(parameter)
-            parameter.grad = (summed + noise * scales[name]) / self.expected_batch_size
+            if parameter.grad is None:
+                parameter.grad = torch.zeros_like(parameter)
+            parameter.grad.add_(noise, alpha=scales[name]).div_(self.expected_batch_size)
         optimizer.step()
         return mean
 
