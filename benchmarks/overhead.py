@@ -212,7 +212,11 @@ def peak_training_memory(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> 
     """MiB: resident state before a step plus the peak of live allocations during it (eager)."""
     step, optimizer = train_step(model, x, y, compiled=False, keep_gradients=True)
     step()  # gradients and optimizer state now exist
-    resident = resident_bytes(model, optimizer.state)
+    return peak_step_memory(step, resident_bytes(model, optimizer.state))
+
+
+def peak_step_memory(step: Callable[[], object], resident: int) -> float:
+    """MiB: `resident` bytes plus the peak of live allocations during one call of `step` (torch.profiler events)."""
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as profiler:
         step()
     events = sorted(  # each op's own allocations minus frees, and the frees outside ops ("[memory]")

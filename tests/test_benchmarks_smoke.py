@@ -18,6 +18,7 @@ SCRIPTS = {
     "one_class": ["benchmarks/one_class.py", "--quick", "--no-write"],
     "wasserstein": ["benchmarks/wasserstein.py", "--quick", "--no-write"],
     "overhead": ["benchmarks/overhead.py", "--quick"],
+    "privacy": ["benchmarks/privacy.py", "--quick"],
     "trigger": ["examples/trigger.py", "--quick", "--no-write", "--out", "{tmp}"],
     "train_ddp": ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "examples/train_ddp.py", "{tmp}"],
 }

@@ -1,7 +1,7 @@
 """lipnets: neural networks with provable Lipschitz bounds, monotonicity and certified robustness.
 
 The package is organised in floors, each importing only from the floors below it:
-norms <- constraints <- bounds <- layers <- models <- guarantees, training, io, export <- ot, sdf,
+norms <- constraints <- bounds <- layers <- models <- guarantees, io, losses <- privacy <- training, export <- ot, sdf,
 sklearn <- cli, demos. The names below are the common entry points; each subpackage is reachable as
 an attribute (`lipnets.losses`, `lipnets.ot`, ...), loaded on first use.
 """
@@ -27,6 +27,7 @@ SUBPACKAGES = (
     "models",
     "norms",
     "ot",
+    "privacy",
     "sdf",
     "sklearn",
     "training",
@@ -57,6 +58,7 @@ _NAMES = {
     "InvertibleDownsampling": "lipnets.layers",
     "GlobalL2Pool2d": "lipnets.layers",
     "LayerCentering": "lipnets.layers",
+    "InputClip": "lipnets.layers",
     "project_": "lipnets.layers",
     "LipschitzMLP": "lipnets.models",
     "LipschitzConvNet": "lipnets.models",

@@ -1,6 +1,7 @@
 """Lipschitz layers: dense, convolutional, pooling and activations; each reports its bound."""
 
 from .activations import Abs, FullSort, GroupSort, MaxMin, NormPreserving, make_activation
+from .clipping import InputClip
 from .constrained import ConstrainedWeight, project_
 from .conv import LipschitzConv1d, LipschitzConv2d, SLLBlock
 from .linear import LipschitzLinear
@@ -12,6 +13,7 @@ __all__ = [
     "FullSort",
     "GlobalL2Pool2d",
     "GroupSort",
+    "InputClip",
     "InvertibleDownsampling",
     "L2NormPool2d",
     "LayerCentering",

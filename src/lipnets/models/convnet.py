@@ -21,7 +21,8 @@ class LipschitzConvNet(nn.Sequential):
     "maxmin", over channels), or "sll" (an AOL stem then depth - 1 SLL blocks, 2-d only). input_size
     is the spatial size, (H, W) or (L,); strides gives one stride per convolution (default all 1;
     SLL blocks keep the size). Every conv is 1-Lipschitz in l2 and the head `lipschitz`-Lipschitz,
-    so `lipnets.lipschitz_bound(net, (in_channels, *input_size))` is about `lipschitz`.
+    so `lipnets.lipschitz_bound(net, (in_channels, *input_size))` is about `lipschitz`. mode
+    ("reparam" or "project") is passed to every convolution and to the head (SLL blocks have none).
     """
 
     def __init__(
@@ -38,6 +39,7 @@ class LipschitzConvNet(nn.Sequential):
         strides: Sequence[int] | None = None,
         padding_mode: str = "zeros",
         lipschitz: float = 1.0,
+        mode: str = "reparam",
     ) -> None:
         size = tuple(int(s) for s in input_size)
         if len(size) not in (1, 2) or min(size) < 1:
@@ -60,13 +62,13 @@ class LipschitzConvNet(nn.Sequential):
                 layers.append(SLLBlock(width, kernel_size=kernel_size, padding_mode=padding_mode))
                 continue
             norm = "aol" if layer == "sll" else layer
-            layers.append(conv(channels, width, kernel_size, stride, padding, norm=norm, padding_mode=padding_mode))
+            layers.append(conv(channels, width, kernel_size, stride, padding, norm=norm, padding_mode=padding_mode, mode=mode))
             layers.append(make_activation(activation, 2, dim=1))
             size = tuple(conv_output_size(n, kernel_size, stride, padding) for n in size)
             channels = width
         features = width
         for n in size:
             features *= n
-        layers += [nn.Flatten(), LipschitzLinear(features, classes, norm="orthogonal", lipschitz=check_lipschitz(lipschitz))]
+        layers += [nn.Flatten(), LipschitzLinear(features, classes, norm="orthogonal", lipschitz=check_lipschitz(lipschitz), mode=mode)]
         super().__init__(*layers)
         self.lipschitz = lipschitz

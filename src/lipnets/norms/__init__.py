@@ -7,6 +7,7 @@ from .dense import (
     cheap_spectral_bound,
     gram_spectral_bound,
     layer_operator_norm,
+    near_orthogonal_bound,
     operator_norm,
 )
 from .vector import VECTOR_NORMS, as_vector_norm, conversion_factor, dual, order
@@ -27,6 +28,7 @@ __all__ = [
     "gram_spectral_bound",
     "kernel_gram",
     "layer_operator_norm",
+    "near_orthogonal_bound",
     "operator_norm",
     "order",
     "rko_bound",

@@ -7,6 +7,12 @@ Kitouni, Nolte and Williams (2023, Eq. 2.6). The guarantee is reported in the us
 regressor). `lipschitz_bound_` is that sound number, computed from the trained weights, and
 `verify_monotonic(X)` checks the monotone constraints over dense pairs in the original units.
 
+`privacy=(epsilon, delta)` trains with Clipless DP-SGD (lipnets.privacy; docs/guides/privacy.md) and sets
+`epsilon_`, the epsilon spent. Nothing computed from the data may then shape the model: no standardisation
+(scale the columns by public constants beforehand), each feature clamped to [-3, 3] inside the model (a
+monotone clamp, so monotonicity holds), no validation split or early stopping, a regression target
+clamped to [-3, 3] with the squared error. The layers are projected (mode="project") after every step.
+
 `monotone_constraints` follows LightGBM: a list of -1 (decreasing), 0 (free), +1 (increasing) per
 column, or a dict {column name: sign} for DataFrames (unnamed columns are free). For a multiclass
 classifier, constraints are per class: a (n_classes, n_features) matrix, or a dict of per-class lists;
@@ -33,12 +39,17 @@ from ..constraints import check_lipschitz
 from ..datasets.tables import check_numeric
 from ..guarantees import MonotonicityReport, certified_radius, check_monotonic
 from ..losses import HingeLoss, MulticlassHingeLoss, TauBCEWithLogitsLoss, TauCrossEntropyLoss
+from ..privacy import BoundedSquaredError, Budget
 from ..validation import ArrayLike
 from .network import build_network
 
 REGRESSION_LOSSES = {"squared_error": nn.MSELoss, "absolute_error": nn.L1Loss, "huber": nn.HuberLoss}
 BINARY_LOSSES = {"log_loss": TauBCEWithLogitsLoss, "hinge": HingeLoss}
 MULTICLASS_LOSSES = {"log_loss": TauCrossEntropyLoss, "hinge": MulticlassHingeLoss}
+
+PRIVATE_INPUT_BOUND = 3.0
+"""With privacy, each feature (and a regression target) is clamped to [-3, 3] in the user's units: no
+statistic of the private data may scale it, so scale the columns by public constants beforehand."""
 
 
 def _check_frame(X: ArrayLike) -> None:
@@ -69,6 +80,7 @@ class _NetworkEstimator(BaseEstimator):
         patience: int | None = 30,
         random_state: int | np.random.RandomState | None = None,
         verbose: bool = False,
+        privacy: tuple[float, float] | None = None,
     ) -> None:
         self.lipschitz = lipschitz
         self.hidden = hidden
@@ -80,6 +92,7 @@ class _NetworkEstimator(BaseEstimator):
         self.patience = patience
         self.random_state = random_state
         self.verbose = verbose
+        self.privacy = privacy
 
     # -- validation -----------------------------------------------------------------------------------
     def _check_params(self) -> None:
@@ -97,6 +110,14 @@ class _NetworkEstimator(BaseEstimator):
         hidden = self.hidden
         if isinstance(hidden, (int, np.integer)) or not hidden or any(int(w) < 2 or int(w) % 2 for w in hidden):
             raise ValueError(f"hidden must be a non-empty sequence of even layer widths (GroupSort sorts pairs), got {hidden!r}")
+
+    def _budget(self) -> Budget | None:
+        """privacy=(epsilon, delta) as a lipnets.privacy.Budget, or None."""
+        if self.privacy is None:
+            return None
+        if not isinstance(self.privacy, (tuple, list)) or len(self.privacy) != 2:
+            raise ValueError(f"privacy must be (epsilon, delta) or None, got {self.privacy!r}")
+        return Budget(float(self.privacy[0]), float(self.privacy[1]))
 
     def _monotone_spec(self, n_features: int, outputs: int) -> np.ndarray:
         """The constraints as an int array: (n_features,), or (outputs, n_features) per class."""
@@ -165,7 +186,12 @@ class _NetworkEstimator(BaseEstimator):
         target, outputs = self._encode_target(y)
         monotone = self._monotone_spec(X.shape[1], outputs)
         seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
-        mean, scale = _scaling(X)
+        budget = self._budget()
+        if budget is not None:  # nothing read from the private data may shape the model: no scaling, no validation
+            mean, scale = np.zeros(X.shape[1]), np.ones(X.shape[1])
+            target, self._target_scaling = self._private_target(target, y)
+        else:
+            mean, scale = _scaling(X)
         inputs = torch.from_numpy((X - mean) / scale)
         architecture = {
             "in_features": X.shape[1],
@@ -173,15 +199,16 @@ class _NetworkEstimator(BaseEstimator):
             "hidden": [int(w) for w in self.hidden],
             "lipschitz": float(self.lipschitz),
             "monotone": monotone.tolist(),
+            "input_clip": PRIVATE_INPUT_BOUND if budget is not None else None,
         }
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             model = build_network(architecture)
-            train_rows, val_rows = self._split(len(X), seed)
+            train_rows, val_rows = self._split(len(X), seed) if budget is None else (np.arange(len(X)), np.arange(0))
             val = (inputs[val_rows], target[val_rows]) if len(val_rows) else None
             history = train(
                 model.network,
-                self._loss_module(outputs),
+                self._loss_module(outputs) if budget is None else self._private_loss(outputs),
                 (inputs[train_rows], target[train_rows]),
                 val,
                 epochs=int(self.epochs),
@@ -190,8 +217,10 @@ class _NetworkEstimator(BaseEstimator):
                 patience=int(self.patience) if val is not None and self.patience is not None else None,
                 seed=seed,
                 progress=bool(self.verbose),
+                privacy=budget,
             )
         model.set_scaling(mean, scale, *self._target_scaling)
+        self.epsilon_ = history["epsilon"][-1] if budget is not None else None
         self.model_ = model.eval()
         self.architecture_ = architecture
         self.monotone_constraints_ = monotone
@@ -199,6 +228,18 @@ class _NetworkEstimator(BaseEstimator):
         self.n_iter_ = len(self.loss_curve_)
         self.lipschitz_bound_ = lipschitz_bound(self.model_)
         return self
+
+    def _private_target(self, target: torch.Tensor, y: np.ndarray) -> tuple[torch.Tensor, tuple]:
+        """The target and its scaling under privacy: labels as they are; a regression target unscaled."""
+        if isinstance(self, RegressorMixin):
+            return torch.from_numpy(y[:, None].astype(np.float64)), (0.0, 1.0)
+        return target, self._target_scaling
+
+    def _private_loss(self, outputs: int) -> nn.Module:
+        """The loss under privacy: the squared error on clamped targets for the default regression loss."""
+        if isinstance(self, RegressorMixin) and self.loss in (None, "squared_error"):
+            return BoundedSquaredError(PRIVATE_INPUT_BOUND)
+        return self._loss_module(outputs)
 
     def _split(self, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
         """Random train / validation rows; no validation part when it would leave fewer than 2 rows on a side."""
@@ -351,6 +392,7 @@ class _Constrained:
         patience: int | None = 30,
         random_state: int | np.random.RandomState | None = None,
         verbose: bool = False,
+        privacy: tuple[float, float] | None = None,
     ) -> None:
         self.monotone_constraints = monotone_constraints
         _NetworkEstimator.__init__(
@@ -365,6 +407,7 @@ class _Constrained:
             patience=patience,
             random_state=random_state,
             verbose=verbose,
+            privacy=privacy,
         )
 
 

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from ..bounds import BoundedModule, bound_of, feature_bounds
+from ..layers import InputClip
 from ..models import LipschitzMLP, MonotonicMLP
 from ..validation import ArrayLike
 
@@ -72,10 +73,14 @@ def build_network(architecture: Mapping) -> ScaledNetwork:
     inputs, outputs = int(architecture["in_features"]), int(architecture["out_features"])
     hidden, lipschitz = tuple(architecture["hidden"]), float(architecture["lipschitz"])
     monotone = np.asarray(architecture["monotone"], dtype=np.int64)
+    clip = architecture.get("input_clip")  # private models: clamped inputs, projected layers
+    mode = "reparam" if clip is None else "project"
     network: nn.Module
     if monotone.any():
         spec = monotone if monotone.ndim == 2 else monotone.tolist()
-        network = MonotonicMLP(inputs, torch.as_tensor(spec), hidden, lipschitz=lipschitz, out_features=outputs)
+        network = MonotonicMLP(inputs, torch.as_tensor(spec), hidden, lipschitz=lipschitz, out_features=outputs, mode=mode)
     else:
-        network = LipschitzMLP(inputs, outputs, hidden, lipschitz=lipschitz, input_norm="1")
+        network = LipschitzMLP(inputs, outputs, hidden, lipschitz=lipschitz, input_norm="1", mode=mode)
+    if clip is not None:
+        network = nn.Sequential(InputClip(float(clip), mode="clamp"), network)
     return ScaledNetwork(network.double(), inputs, outputs)

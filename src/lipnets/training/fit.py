@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from ..io.checkpoints import load_checkpoint, save_checkpoint
 from ..layers import project_
+from ..privacy import Budget, PrivateTraining
 from ..validation import check_finite
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
@@ -235,6 +236,7 @@ def fit(
     progress: bool = True,
     callbacks: Sequence[Callback] = (),
     device: torch.device | str | None = None,
+    privacy: Budget | None = None,
 ) -> History:
     """Train `model` in place on `train` and return its History.
 
@@ -255,6 +257,13 @@ def fit(
     weights. Each callback is called as callback(epoch, history, model) after every epoch and stops
     training by returning True. device=None trains on the model's device. The progress bar (steps, with
     the latest epoch's losses and metrics) shows on rank 0 when `progress` and stderr is a terminal.
+
+    privacy=lipnets.privacy.Budget(epsilon, delta) trains with Clipless DP-SGD (docs/guides/privacy.md):
+    Poisson-sampled batches of expected size batch_size, noise calibrated so that the `epochs` epochs
+    spend exactly the budget, history["epsilon"] the epsilon spent after each epoch. It needs (X, y)
+    tensors, a single process, a model whose every trainable layer is in mode="project" and whose input
+    is bounded (an InputClip first), and a loss with a known Lipschitz constant; `seed` does not fix the
+    noise or the batches, which come from operating-system entropy.
     """
     epochs = _positive_int(epochs, "epochs")
     batch_size = _positive_int(batch_size, "batch_size")
@@ -291,6 +300,7 @@ def fit(
         history.update({key: list(values) for key, values in meta["history"].items()})
         history.best_epoch, best_value, start = meta["best_epoch"], meta["best_value"], meta["epoch"] + 1
         best_state = meta["best_model"]
+    private = _private_training(model, loss, train, privacy, world, epochs=epochs, batch_size=batch_size, start=start)
 
     net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) if world > 1 else model
     devices = [device] if device.type == "cuda" else []
@@ -303,12 +313,16 @@ def fit(
             net.train()
             total = torch.zeros((), dtype=torch.float64, device=device)
             count = torch.zeros((), dtype=torch.float64, device=device)
-            for x, y in _batches(train, batch_size, epoch, seed, shuffle=True):
+            batches = private.batches(*cast(tuple, train)) if private else _batches(train, batch_size, epoch, seed, shuffle=True)
+            for x, y in batches:
                 x, y = _inputs(x, model, device), y.to(device, non_blocking=True)
-                value = loss(net(x), y)
-                opt.zero_grad(set_to_none=True)
-                value.backward()
-                opt.step()
+                if private:
+                    value = private.step(x, y, opt)
+                else:
+                    value = loss(net(x), y)
+                    opt.zero_grad(set_to_none=True)
+                    value.backward()
+                    opt.step()
                 project_(model)
                 total += value.detach().double() * len(x)
                 count += len(x)
@@ -316,10 +330,12 @@ def fit(
             if world > 1:
                 dist.all_reduce(total)
                 dist.all_reduce(count)
-            epoch_loss = float(total / count)
+            epoch_loss = float(total / count.clamp(min=1))
             if not math.isfinite(epoch_loss):
                 raise FloatingPointError(f"the training loss became {epoch_loss} in epoch {epoch}: lower lr or check the data and loss")
             history.setdefault("loss", []).append(epoch_loss)
+            if private:
+                history.setdefault("epsilon", []).append(private.epsilon())
             if val is not None:
                 scores = evaluate(model, loss, val, batch_size=max(batch_size, 1024), metrics=chosen, device=device)
                 for name, score in scores.items():
@@ -334,6 +350,7 @@ def fit(
             stop = any(answers)
             if patience is not None and history.best_epoch is not None and epoch - history.best_epoch >= patience:
                 stop = True
+            stop = stop or (private is not None and private.spent)
             stop = _agree(stop, device, world)
             if checkpoint is not None and rank == 0:
                 save_checkpoint(
@@ -354,6 +371,20 @@ def fit(
         model.load_state_dict(best_state)
     model.train(was_training)
     return history
+
+
+def _private_training(
+    model: nn.Module, loss: Callable, train: Split, privacy: Budget | None, world: int, *, epochs: int, batch_size: int, start: int
+) -> PrivateTraining | None:
+    """The private side of the loop (lipnets.privacy), or None without a budget."""
+    if privacy is None:
+        return None
+    if world > 1 or isinstance(train, DataLoader):
+        raise ValueError("private training needs (X, y) tensors in a single process: it draws its own Poisson-sampled batches")
+    x = train[0]
+    return PrivateTraining(
+        model, cast(nn.Module, loss), privacy, len(x), tuple(x.shape[1:]), epochs=epochs, batch_size=batch_size, start_epoch=start
+    )
 
 
 def _agree(stop: bool, device: torch.device, world: int) -> bool:
