@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from ..norms import as_layer_norm, gram_spectral_bound
-from .base import WeightConstraint
+from ..norms import as_layer_norm, gram_spectral_bound, layer_operator_norm
+from .base import WeightConstraint, outward
 from .orthogonal import Orthogonal
 
 RESCALINGS = ("clip", "scale")
@@ -32,25 +32,36 @@ class DirectNorm(WeightConstraint):
 
     def norms(self, weight: torch.Tensor) -> torch.Tensor:
         """The norms that the constraint divides by, broadcastable against the weight."""
-        absw = weight.abs()
         if self.norm == "1":
-            parts = absw.sum(dim=0, keepdim=True)
+            parts = torch.linalg.vector_norm(weight, 1, dim=0, keepdim=True)
         elif self.norm == "inf":
-            parts = absw.sum(dim=1, keepdim=True)
+            parts = torch.linalg.vector_norm(weight, 1, dim=1, keepdim=True)
         elif self.norm == "2-inf":
             parts = torch.linalg.vector_norm(weight, dim=1, keepdim=True)
         else:  # "1-inf": the entries themselves
-            parts = absw
+            parts = weight.abs()
         return parts if self.vectorwise else parts.amax()
 
+    def reduction_length(self, weight: torch.Tensor) -> int:
+        """The entries summed per norm: a column ("1"), a row ("inf", "2-inf"), or one entry ("1-inf")."""
+        return {"1": weight.shape[0], "inf": weight.shape[1], "2-inf": weight.shape[1]}.get(self.norm, 1)
+
     def normalize(self, weight: torch.Tensor) -> torch.Tensor:
+        """clip: W t / max(t, ||W||) (= W / max(1, ||W|| / t)); scale: W t / max(1, ||W||); t = target(W).
+
+        A feasible weight (||W|| <= t) is returned unchanged, bit for bit.
+        """
+        target = self.target(weight)
         if self.norm == "1-inf" and self.vectorwise and self.rescaling == "clip":
-            # w / max(1, |w| / lambda) is clamp(w, -lambda, lambda), value and gradient: one op, not four
-            return weight.clamp(-self.lipschitz, self.lipschitz)
+            # W t / max(t, |W|) entrywise is clamp(W, -t, t), value and gradient: one op, not four
+            return weight.clamp(-target, target)
         parts = self.norms(weight)
-        if self.rescaling == "clip":
-            return weight / torch.clamp(parts / self.lipschitz, min=1.0)
-        return weight * (self.lipschitz / torch.clamp(parts, min=1.0))
+        floor = target if self.rescaling == "clip" else 1.0
+        return weight * (target / torch.clamp(parts, min=floor))
+
+    def certify(self, weight: torch.Tensor) -> float:
+        """The exact operator norm the constraint bounds, in float64, rounded up."""
+        return outward(layer_operator_norm(weight, self.norm), self.reduction_length(weight))
 
     def extra_repr(self) -> str:
         return f"norm={self.norm!r}, lipschitz={self.lipschitz:g}, vectorwise={self.vectorwise}, rescaling={self.rescaling!r}"
@@ -67,13 +78,21 @@ class SpectralNorm(WeightConstraint):
         super().__init__(lipschitz)
         self.gram_iterations = int(gram_iterations)
 
+    def reduction_length(self, weight: torch.Tensor) -> int:
+        """Both sides of the matrix: Gram products reduce over one, the final division touches the other."""
+        return weight.shape[0] + weight.shape[1]
+
     def normalize(self, weight: torch.Tensor) -> torch.Tensor:
         sigma = gram_spectral_bound(weight, self.gram_iterations)
-        return weight / torch.clamp(sigma / self.lipschitz, min=1.0)
+        return weight / torch.clamp(sigma / self.target(weight), min=1.0)
 
     def project(self, weight: torch.Tensor) -> torch.Tensor:
         u, s, vh = torch.linalg.svd(weight.to(torch.float64), full_matrices=False)
-        return ((u * s.clamp(max=self.lipschitz)) @ vh).to(weight.dtype)
+        return ((u * s.clamp(max=self.target(weight))) @ vh).to(weight.dtype)
+
+    def certify(self, weight: torch.Tensor) -> float:
+        """sigma_max of the weight from an SVD in float64, rounded up."""
+        return outward(layer_operator_norm(weight, "2"), self.reduction_length(weight))
 
 
 def dense_constraint(norm: str, lipschitz: float, *, vectorwise: bool = True, rescaling: str = "clip") -> WeightConstraint:

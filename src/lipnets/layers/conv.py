@@ -17,6 +17,7 @@ from torch import nn
 
 from ..bounds import BoundedModule
 from ..constraints import WeightConstraint
+from ..constraints.base import outward
 from ..constraints.conv import ConvAOL, ConvSpectralNorm, ReshapedKernelOrthogonal
 from ..norms.conv import PADDING_MODES, conv_norm_bound, kernel_adjoint, kernel_gram, rko_bound
 from .constrained import ConstrainedWeight
@@ -124,12 +125,12 @@ class _LipschitzConv(ConstrainedWeight):
         return shape[1:]
 
     def lipschitz_bound(self, input_shape: tuple[int, ...] | None = None) -> float:
-        """min(exact DFT bound, reshaped-kernel bound) of the current kernel for inputs of `input_shape`."""
+        """min(exact DFT bound, reshaped-kernel bound) for inputs of `input_shape`, of the kernel the forward
+        convolves with, in float64 and rounded up, at most over every precision the layer can run in."""
         size = self._input_size(input_shape)
-        with torch.no_grad():
-            weight = self.weight
         options = (size, self.stride, self._paddings(), self.padding_mode)
-        return min(conv_norm_bound(weight, *options), rko_bound(weight, *options))
+        length = self.in_channels * self.out_channels * math.prod(self.kernel_size) + math.prod(size)
+        return self.exact_bound(lambda weight: outward(min(conv_norm_bound(weight, *options), rko_bound(weight, *options)), length))
 
     def _paddings(self) -> tuple[int, ...]:
         """The padding per spatial dimension (check_conv_options admits integers only, never a string)."""
@@ -152,8 +153,8 @@ class _LipschitzConv(ConstrainedWeight):
             return math.inf
         return self.lipschitz if self._rows_never_repeat() else math.inf
 
-    def to_plain(self) -> nn.Conv1d | nn.Conv2d:
-        """A plain torch convolution holding the effective (normalised) kernel."""
+    def to_plain(self, dtype: torch.dtype | None = None) -> nn.Conv1d | nn.Conv2d:
+        """A plain torch convolution holding the effective kernel, in `dtype` (default: the stored precision) rounded toward zero."""
         build: Any = self._plain
         plain = build(
             self.in_channels,
@@ -164,7 +165,7 @@ class _LipschitzConv(ConstrainedWeight):
             bias=self.bias is not None,
             padding_mode=self.padding_mode,
             device=self.weight.device,
-            dtype=self.weight.dtype,
+            dtype=dtype or self.stored_weight().dtype,
         )
         return self._bake_into(plain)
 
