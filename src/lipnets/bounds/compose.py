@@ -10,6 +10,8 @@ with `UntrackedModuleError`.
 
 from __future__ import annotations
 
+from typing import TypeGuard
+
 import torch
 from torch import nn
 
@@ -51,7 +53,7 @@ def _plain_bound(module: nn.Module) -> Bound | None:
     return Bound(constant, None, None, constant) if constant is not None else None
 
 
-def _is_plain_sequential(module: nn.Module) -> bool:
+def _is_plain_sequential(module: nn.Module) -> TypeGuard[nn.Sequential]:
     return isinstance(module, nn.Sequential) and type(module).forward is nn.Sequential.forward
 
 
@@ -182,4 +184,3 @@ def tracked_norms(model: nn.Module, input_shape: tuple[int, ...] | None = None) 
     if bound.input_norm is None:
         raise ValueError("the model has no norm-fixing layer, so its input norm is not defined")
     return bound.input_norm, bound.output_norm or bound.input_norm
-

@@ -60,7 +60,9 @@ _OPS: dict[Any, str] = {
     **_ops("sub", "sub", "sub_", "__sub__", "__isub__", functions=(operator.sub, operator.isub, torch.sub, torch.subtract)),
     **_ops("neg", "neg", "__neg__", functions=(operator.neg, torch.neg)),
     **_ops("mul", "mul", "mul_", "__mul__", "__imul__", functions=(operator.mul, operator.imul, torch.mul, torch.multiply)),
-    **_ops("div", "div", "div_", "__truediv__", "__itruediv__", functions=(operator.truediv, operator.itruediv, torch.div, torch.true_divide)),
+    **_ops(
+        "div", "div", "div_", "__truediv__", "__itruediv__", functions=(operator.truediv, operator.itruediv, torch.div, torch.true_divide)
+    ),
     **_ops("pairwise", "maximum", "minimum", "fmax", "fmin", functions=(torch.maximum, torch.minimum, torch.fmax, torch.fmin)),
     **_ops("extreme", "max", "min", functions=(torch.max, torch.min)),
     **_ops("where", "where", functions=(torch.where,)),
@@ -69,7 +71,9 @@ _OPS: dict[Any, str] = {
     **_ops("reshape", "reshape", "view", "view_as", "flatten", "reshape_as", functions=(torch.reshape, torch.flatten)),
     **_ops("unflatten", "unflatten", functions=(torch.unflatten,)),
     **_ops("permute", "permute", functions=(torch.permute,)),
-    **_ops("transpose", "transpose", "swapaxes", "swapdims", "movedim", "moveaxis", functions=(torch.transpose, torch.swapaxes, torch.movedim)),
+    **_ops(
+        "transpose", "transpose", "swapaxes", "swapdims", "movedim", "moveaxis", functions=(torch.transpose, torch.swapaxes, torch.movedim)
+    ),
     **_ops("squeeze", "squeeze", functions=(torch.squeeze,)),
     **_ops("unsqueeze", "unsqueeze", functions=(torch.unsqueeze,)),
     **_ops("split", "chunk", "split", "unbind", functions=(torch.chunk, torch.split, torch.unbind)),
@@ -89,7 +93,16 @@ _OPS: dict[Any, str] = {
 """What each traced call does to a bound; a call missing here is refused when it reads the input."""
 
 _DIM_ZERO_IS_BATCH = ("reduce", "cat", "stack", "split", "sort", "unflatten", "squeeze", "extreme")
-_DIM_ARGUMENT = {"cat": (1, 0), "concat": (1, 0), "concatenate": (1, 0), "stack": (1, 0), "chunk": (2, 0), "split": (2, 0), "unbind": (1, 0), "sort": (1, -1)}
+_DIM_ARGUMENT = {
+    "cat": (1, 0),
+    "concat": (1, 0),
+    "concatenate": (1, 0),
+    "stack": (1, 0),
+    "chunk": (2, 0),
+    "split": (2, 0),
+    "unbind": (1, 0),
+    "sort": (1, -1),
+}
 """(position, default) of the dim argument where it is not the second argument without a default."""
 _SHAPE_ATTRIBUTES = ("shape", "dtype", "device", "ndim", "is_cuda")
 
@@ -128,7 +141,13 @@ def _describe(node: fx.Node) -> str:
 
 
 def traced_bound(
-    module: nn.Module, input_shape: tuple[int, ...] | None, name: str, *, is_leaf: Callable[[nn.Module], bool], known: Callable[[nn.Module], bool], leaf_bound: LeafBound
+    module: nn.Module,
+    input_shape: tuple[int, ...] | None,
+    name: str,
+    *,
+    is_leaf: Callable[[nn.Module], bool],
+    known: Callable[[nn.Module], bool],
+    leaf_bound: LeafBound,
 ) -> Bound:
     """The sound bound of `module`'s forward, composed through its torch.fx graph (see the module docstring).
 
@@ -150,7 +169,13 @@ class _GraphBound(fx.Interpreter):
     """Runs the traced graph on a zero batch and carries each node's abstract value beside its tensor."""
 
     def __init__(
-        self, graph_module: fx.GraphModule, module: nn.Module, input_shape: tuple[int, ...] | None, name: str, known: Callable[[nn.Module], bool], leaf_bound: LeafBound
+        self,
+        graph_module: fx.GraphModule,
+        module: nn.Module,
+        input_shape: tuple[int, ...] | None,
+        name: str,
+        known: Callable[[nn.Module], bool],
+        leaf_bound: LeafBound,
     ) -> None:
         super().__init__(graph_module)
         self.source, self.name, self.known, self.leaf_bound = module, name, known, leaf_bound

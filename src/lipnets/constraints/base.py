@@ -22,9 +22,9 @@ import torch
 from torch import nn
 
 FLOAT64_ALLOWANCE = 64
-"""Relative error, in float64 unit roundoffs per reduced entry, allowed for a bound computed in float64
-(a sum or an SVD of the weight): the reported bounds are inflated by it (`outward`) and every margin
-includes it, so the float64 evaluation of a bound never decides a comparison."""
+"""Relative error, in float64 unit roundoffs per entry of the weight, allowed for a bound computed in
+float64 (a sum, an SVD, a DFT of the weight): the reported bounds are inflated by it (`outward`) and
+every margin includes it, so the float64 evaluation of a bound never decides a comparison."""
 
 
 def check_lipschitz(value: float, name: str = "lipschitz") -> float:
@@ -48,8 +48,9 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-def rounding_margin(length: int, dtype: torch.dtype = torch.float32) -> float:
-    """gamma_{k+3} = (k+3) u / (1 - (k+3) u), plus the float64 allowance, for reductions of length k.
+def rounding_margin(length: int, dtype: torch.dtype = torch.float32, entries: int | None = None) -> float:
+    """gamma_{k+3} = (k+3) u / (1 - (k+3) u) for reductions of length k, plus the float64 allowance of
+    `outward` for a weight of `entries` entries (default k).
 
     A sum of k terms computed in any order has relative error at most gamma_{k-1} (Higham, "Accuracy and
     Stability of Numerical Algorithms", SIAM 2002, Eq. 3.4); three more roundings cover the scalar
@@ -61,12 +62,16 @@ def rounding_margin(length: int, dtype: torch.dtype = torch.float32) -> float:
     """
     k = int(length) + 3
     u = unit_roundoff(compute_dtype(dtype))
-    return k * u / (1.0 - k * u) + FLOAT64_ALLOWANCE * length * unit_roundoff(torch.float64)
+    return k * u / (1.0 - k * u) + _float64_allowance(length if entries is None else entries)
 
 
-def outward(value: float, length: int) -> float:
-    """A float64 bound over `length` entries, inflated by its own evaluation error and rounded up."""
-    return math.nextafter(value * (1.0 + FLOAT64_ALLOWANCE * length * unit_roundoff(torch.float64)), math.inf)
+def _float64_allowance(entries: int) -> float:
+    return FLOAT64_ALLOWANCE * max(1, int(entries)) * unit_roundoff(torch.float64)
+
+
+def outward(value: float, entries: int) -> float:
+    """A float64 bound computed from a weight of `entries` entries, inflated by its evaluation error, rounded up."""
+    return math.nextafter(value * (1.0 + _float64_allowance(entries)), math.inf)
 
 
 class _RoundTowardZero(torch.autograd.Function):
@@ -125,6 +130,14 @@ class WeightConstraint(nn.Module, abc.ABC):
     def certify(self, weight: torch.Tensor) -> float:
         """A sound float64 upper bound of the quantity this constraint holds at or below `lipschitz`."""
 
+    def advance_and_normalize(self, weight: torch.Tensor) -> torch.Tensor:
+        """`normalize` after updating running state (power-iteration vectors) in a training forward.
+
+        Only the layer's own forward in training advances the state; every other read of the weight
+        (the `weight` property, the bound, export) sees the state as it is. Default: nothing to update.
+        """
+        return self.normalize(weight)
+
     def project(self, weight: torch.Tensor) -> torch.Tensor:
         """The feasible weight closest to `weight` in the sense of this constraint (default: normalize)."""
         return self.normalize(weight)
@@ -139,7 +152,7 @@ class WeightConstraint(nn.Module, abc.ABC):
 
     def target(self, weight: torch.Tensor) -> float:
         """lipschitz (1 - rounding_margin): the constant the formulas normalise to, rounded down."""
-        margin = rounding_margin(self.reduction_length(weight), weight.dtype)
+        margin = rounding_margin(self.reduction_length(weight), weight.dtype, weight.numel())
         return math.nextafter(self.lipschitz * (1.0 - margin), 0.0)
 
     def in_compute_precision(self, weight: torch.Tensor, *methods: str) -> torch.Tensor:
@@ -161,12 +174,14 @@ class WeightConstraint(nn.Module, abc.ABC):
             return result
         return round_toward_zero(result * (1.0 - unit_roundoff(weight.dtype)), weight.dtype)
 
-    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+    def forward(self, weight: torch.Tensor, advance: bool = False) -> torch.Tensor:
+        """The normalised weight; `advance` (the layer's forward in training) also updates running state."""
+        method = "advance_and_normalize" if advance and self.training and torch.is_grad_enabled() else "normalize"
         if torch.compiler.is_compiling():  # a pure function of W in the graph: no cache, no graph break
-            return self.in_compute_precision(weight, "normalize")
+            return self.in_compute_precision(weight, method)
         if torch.is_grad_enabled() and weight.requires_grad:
             self._cache = None
-            return self.in_compute_precision(weight, "normalize")
+            return self.in_compute_precision(weight, method)
         key = (
             weight.data_ptr(),
             weight._version,

@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from ..norms import layer_operator_norm
 from ..norms.conv import aol_scale, conv_gram_bound, conv_symbol, kernel_gram, rko_factor
 from .base import WeightConstraint, outward
 from .orthogonal import Orthogonal
@@ -62,17 +63,15 @@ class ConvSpectralNorm(WeightConstraint):
             u = u / torch.linalg.vector_norm(u, dim=-1, keepdim=True).clamp(min=torch.finfo(u.real.dtype).tiny)
         self.u.copy_(torch.view_as_real(u).to(self.u.dtype))
 
-    def sigma(self, weight: torch.Tensor, steps: int | None = None) -> torch.Tensor:
+    def sigma(self, weight: torch.Tensor, steps: int = 0) -> torch.Tensor:
         """The power-iteration estimate of the norm (differentiable in the weight, the vectors held fixed).
 
         One vector per frequency block, each normalised on its own: a single global vector would let
         the other frequencies underflow to zero and could never follow a new largest one. The estimate
-        is the largest block estimate. The vectors advance only in training with gradients enabled, so
-        bounds and evaluation are pure.
+        is the largest block estimate. The vectors advance by `steps` first; only the layer's training
+        forward advances them (`advance_and_normalize`), so reading the weight or its bound is pure.
         """
         symbol = conv_symbol(weight, self.grid, self.stride)
-        if steps is None:
-            steps = self.power_iterations if self.training and torch.is_grad_enabled() else 0
         if steps:
             self._iterate(symbol.detach(), steps)
         u = torch.view_as_complex(self.u.to(weight.dtype))
@@ -84,6 +83,10 @@ class ConvSpectralNorm(WeightConstraint):
 
     def normalize(self, weight: torch.Tensor) -> torch.Tensor:
         return weight / torch.clamp(self.sigma(weight) / self.target(weight), min=1.0)
+
+    def advance_and_normalize(self, weight: torch.Tensor) -> torch.Tensor:
+        """One power-iteration step per training forward (Miyato et al.), from the same symbol, then normalize."""
+        return weight / torch.clamp(self.sigma(weight, self.power_iterations) / self.target(weight), min=1.0)
 
     def project(self, weight: torch.Tensor) -> torch.Tensor:
         bound = conv_gram_bound(weight.to(torch.float64), self.gram_iterations).to(weight.dtype)
@@ -124,7 +127,7 @@ class ReshapedKernelOrthogonal(WeightConstraint):
 
     def certify(self, weight: torch.Tensor) -> float:
         """sqrt(prod ceil(k/s)) times sigma_max of the reshaped kernel: the zero-padding bound for every input size."""
-        return outward(self.factor * self.orthogonal.certify(weight.reshape(weight.shape[0], -1)), weight.numel())
+        return outward(self.factor * layer_operator_norm(weight.reshape(weight.shape[0], -1), "2"), weight.numel())
 
     def extra_repr(self) -> str:
         return f"lipschitz={self.lipschitz:g}, stride_factor={self.factor:g}, iterations={self.orthogonal.iterations}"

@@ -61,7 +61,7 @@ class DirectNorm(WeightConstraint):
 
     def certify(self, weight: torch.Tensor) -> float:
         """The exact operator norm the constraint bounds, in float64, rounded up."""
-        return outward(layer_operator_norm(weight, self.norm), self.reduction_length(weight))
+        return outward(layer_operator_norm(weight, self.norm), weight.numel())
 
     def extra_repr(self) -> str:
         return f"norm={self.norm!r}, lipschitz={self.lipschitz:g}, vectorwise={self.vectorwise}, rescaling={self.rescaling!r}"
@@ -92,7 +92,7 @@ class SpectralNorm(WeightConstraint):
 
     def certify(self, weight: torch.Tensor) -> float:
         """sigma_max of the weight from an SVD in float64, rounded up."""
-        return outward(layer_operator_norm(weight, "2"), self.reduction_length(weight))
+        return outward(layer_operator_norm(weight, "2"), weight.numel())
 
 
 def dense_constraint(norm: str, lipschitz: float, *, vectorwise: bool = True, rescaling: str = "clip") -> WeightConstraint:

@@ -152,7 +152,7 @@ class Orthogonal(WeightConstraint):
 
     def certify(self, weight: torch.Tensor) -> float:
         """sigma_max of the weight from an SVD in float64, rounded up."""
-        return outward(layer_operator_norm(weight, "2"), self.reduction_length(weight))
+        return outward(layer_operator_norm(weight, "2"), weight.numel())
 
     def extra_repr(self) -> str:
         return f"lipschitz={self.lipschitz:g}, iterations={self.iterations}, step_iterations={self.step_iterations}, tol={self.tol}"

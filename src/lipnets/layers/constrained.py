@@ -127,22 +127,26 @@ class ConstrainedWeight(BoundedModule):
                 f"lipschitz={self.lipschitz!r}: call lipnets.project_(model) after every optimizer step (model.eval() also projects)"
             )
 
-    def stored_weight(self) -> torch.Tensor:
-        """The weight this layer holds to its constraint, in the precision it is stored in (no autocast)."""
-        if self.mode == "reparam" and not torch.compiler.is_compiling():
+    def stored_weight(self, advance: bool = False) -> torch.Tensor:
+        """The weight this layer holds to its constraint, in the precision it is stored in (no autocast).
+
+        `advance`: the layer's own training forward, which lets a stateful constraint update its state.
+        """
+        if self.mode == "reparam":
             chain = cast(parametrize.ParametrizationList, cast(nn.ModuleDict, self._modules["parametrizations"])["weight"])
             if len(chain) == 1:  # the parametrize property costs ~15 us per access: call the constraint directly
-                return cast(WeightConstraint, chain[0]).forward(chain.original)
+                return cast(WeightConstraint, chain[0]).forward(chain.original, advance)
         return self.weight
 
-    def effective_weight(self, dtype: torch.dtype | None = None) -> torch.Tensor:
+    def effective_weight(self, dtype: torch.dtype | None = None, *, advance: bool = False) -> torch.Tensor:
         """The weight this layer multiplies by: the one code path for forward, bound and export.
 
         mode="reparam": the constraint's output (cached while no gradient flows); mode="project": the
         stored weight. In `dtype`, by default the autocast dtype when autocast is on (the layer rounds
         the weight itself, toward zero, so autocast never rounds it up), else the stored precision.
+        `advance` is for the layer's forward only (see `stored_weight`).
         """
-        weight = self.stored_weight()
+        weight = self.stored_weight(advance)
         target = autocast_dtype(weight) if dtype is None else dtype
         if target is None or target == weight.dtype:
             return weight
@@ -197,7 +201,7 @@ def _refuse_non_finite(module: nn.Module, state_dict: dict[str, Any], prefix: st
         if key.startswith(prefix) and isinstance(value, torch.Tensor) and value.is_floating_point() and not torch.isfinite(value).all():
             raise ValueError(
                 f"load_state_dict: '{key}' holds {int((~torch.isfinite(value)).sum())} NaN or inf value(s); a layer with non-finite "
-                f"weights has no Lipschitz bound and no meaningful output. {type(module).__name__} '{prefix.rstrip('.') or 'model'}' "
+                f"weights has no Lipschitz bound and no meaningful output. {type(module).__name__.removeprefix('Parametrized')} '{prefix.rstrip('.') or 'model'}' "
                 "was left unchanged: load a finite state dict"
             )
 

@@ -48,13 +48,12 @@ class LipschitzLinear(ConstrainedWeight, nn.Linear):
         self._setup_constraint(constraint, mode)
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
-        return nn.functional.linear(input, self.effective_weight(), self.bias)
+        return nn.functional.linear(input, self.effective_weight(advance=True), self.bias)
 
     def lipschitz_bound(self, input_shape: tuple[int, ...] | None = None) -> float:
         """The exact operator norm (closed form, or SVD for l2) of the weight the forward multiplies by,
         in float64 and rounded up, at most over every precision the layer can run in (autocast, export)."""
-        length = max(self.in_features, self.out_features)
-        return self.exact_bound(lambda weight: outward(layer_operator_norm(weight, self.norm), length))
+        return self.exact_bound(lambda weight: outward(layer_operator_norm(weight, self.norm), weight.numel()))
 
     def feature_bounds(self, input_shape: tuple[int, ...] | None = None) -> torch.Tensor:
         """Per input j, ||W e_j|| in the output norm: the exact change of the output per unit of x_j.

@@ -75,10 +75,14 @@ class MonotonicWrapper(BoundedModule):
         tolerance is needed (a tolerance above lambda would let g's slope beat the residual). Also
         refuses a tampered residual: a monotone spec outside {-1, 0, 1} or a non-positive feature scale.
         """
-        if not bool(torch.isin(self.monotone, torch.tensor([-1.0, 0.0, 1.0], dtype=self.monotone.dtype, device=self.monotone.device)).all()):
+        if not bool(
+            torch.isin(self.monotone, torch.tensor([-1.0, 0.0, 1.0], dtype=self.monotone.dtype, device=self.monotone.device)).all()
+        ):
             raise MonotonicityError(f"the monotone buffer holds {self.monotone.unique().tolist()}; only -1, 0 and +1 are directions")
         if not bool((torch.isfinite(self.feature_scale) & (self.feature_scale > 0)).all()):
-            raise MonotonicityError("the feature_scale buffer holds a non-positive, NaN or inf entry: a scale <= 0 reverses or erases a direction")
+            raise MonotonicityError(
+                "the feature_scale buffer holds a non-positive, NaN or inf entry: a scale <= 0 reverses or erases a direction"
+            )
         inner = self._inner()
         worst = max(inner.value, inner.cap)
         if worst > self.lipschitz:
