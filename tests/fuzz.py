@@ -36,11 +36,10 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torch.utils._python_dispatch import TorchDispatchMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import lipnets  # noqa: E402
-from helpers import jacobian_at, matrix_norm  # noqa: E402
+from helpers import jacobian_at, matmul_weights, matrix_norm  # noqa: E402
 from lipnets.bounds import GuaranteeError, bound_of  # noqa: E402
 from lipnets.layers import ConstrainedWeight, plain_twin  # noqa: E402
 from lipnets.layers.conv import SLLBlock  # noqa: E402
@@ -117,7 +116,14 @@ def mlp(rng: random.Random) -> tuple[nn.Module, tuple[int, ...]]:
     norm = rng.choice(("1", "inf", "2"))
     hidden = {"hidden_norm": rng.choice(("orthogonal", "2", "2-inf"))} if norm == "2" else {}
     model = lipnets.LipschitzMLP(
-        n, rng.randint(1, 4), [width] * rng.randint(0, 2), lipschitz=_constant(rng), input_norm=norm, activation=rng.choice(ACTIVATIONS), mode=_mode(rng), **hidden
+        n,
+        rng.randint(1, 4),
+        [width] * rng.randint(0, 2),
+        lipschitz=_constant(rng),
+        input_norm=norm,
+        activation=rng.choice(ACTIVATIONS),
+        mode=_mode(rng),
+        **hidden,
     )
     return model, (n,)
 
@@ -127,14 +133,18 @@ def monotonic(rng: random.Random) -> tuple[nn.Module, tuple[int, ...]]:
     spec = [rng.choice((-1, 0, 1)) for _ in range(n)]
     spec[rng.randrange(n)] = rng.choice((-1, 1))
     scale = [10 ** rng.uniform(-1, 1) for _ in range(n)] if rng.random() < 0.5 else None
-    model = lipnets.MonotonicMLP(n, spec, [2 * rng.randint(1, 4)] * rng.randint(1, 2), lipschitz=_constant(rng), feature_scale=scale, mode=_mode(rng))
+    model = lipnets.MonotonicMLP(
+        n, spec, [2 * rng.randint(1, 4)] * rng.randint(1, 2), lipschitz=_constant(rng), feature_scale=scale, mode=_mode(rng)
+    )
     return model, (n,)
 
 
 def convnet(rng: random.Random) -> tuple[nn.Module, tuple[int, ...]]:
     size = rng.randint(4, 6)
     layer = rng.choice(("spectral", "orthogonal", "aol", "sll"))
-    model = lipnets.LipschitzConvNet(rng.randint(1, 2), rng.randint(2, 3), (size, size), depth=2, width=2, layer=layer, lipschitz=_constant(rng))
+    model = lipnets.LipschitzConvNet(
+        rng.randint(1, 2), rng.randint(2, 3), (size, size), depth=2, width=2, layer=layer, lipschitz=_constant(rng)
+    )
     return model, (model[0].in_channels, size, size)
 
 
@@ -174,12 +184,16 @@ def traced(rng: random.Random) -> tuple[nn.Module, tuple[int, ...]]:
     kind = rng.randrange(3)
 
     def block(norm: str) -> nn.Module:
-        return nn.Sequential(lipnets.LipschitzLinear(width, width, norm=norm, lipschitz=_constant(rng), mode=_mode(rng)), lipnets.GroupSort(2))
+        return nn.Sequential(
+            lipnets.LipschitzLinear(width, width, norm=norm, lipschitz=_constant(rng), mode=_mode(rng)), lipnets.GroupSort(2)
+        )
 
     if kind == 0:
         return Residual(block(rng.choice(DENSE_NORMS)), rng.uniform(-2, 2)), (width,)
     if kind == 1:
-        return TwoBranches(block(rng.choice(("2", "orthogonal"))), block(rng.choice(("1-inf", "2-inf", "inf"))), rng.random() < 0.5), (width,)
+        return TwoBranches(block(rng.choice(("2", "orthogonal"))), block(rng.choice(("1-inf", "2-inf", "inf"))), rng.random() < 0.5), (
+            width,
+        )
     norm, width = rng.choice(("inf", "orthogonal")), 2 * width
     return ScaledSequential(lipnets.LipschitzLinear(width, width // 2, norm=norm, mode=_mode(rng)), lipnets.MaxMin()), (width,)
 
@@ -229,43 +243,6 @@ class Stats:
         return "\n".join(lines)
 
 
-class _Capture(TorchDispatchMode):
-    """Records, per lipnets layer, the weight its last matmul or convolution multiplies by (below autocast).
-
-    The last one is the layer's own product: the constraint's computations (Björck, Gram matrices,
-    kernel Grams) all come before it.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.current: list[nn.Module] = []
-        self.weights: dict[nn.Module, torch.Tensor] = {}
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
-        if self.current:
-            if func in (torch.ops.aten.addmm.default, torch.ops.aten.mm.default):
-                self.weights[self.current[-1]] = args[-1].t().detach().clone()
-            elif func is torch.ops.aten.convolution.default:
-                self.weights[self.current[-1]] = args[1].detach().clone()
-        return func(*args, **(kwargs or {}))
-
-
-def _capture(model: nn.Module, x: torch.Tensor, autocast: torch.dtype | None) -> tuple[torch.Tensor, dict[nn.Module, torch.Tensor]]:
-    capture = _Capture()
-    handles = []
-    for module in model.modules():
-        if isinstance(module, ConstrainedWeight):
-            handles.append(module.register_forward_pre_hook(lambda m, _args: capture.current.append(m)))
-            handles.append(module.register_forward_hook(lambda m, _args, _out: capture.current.remove(m)))
-    try:
-        with capture, torch.autocast("cpu", dtype=autocast or torch.bfloat16, enabled=autocast is not None):
-            output = model(x)
-    finally:
-        for handle in handles:
-            handle.remove()
-    return output, capture.weights
-
-
 def _operator_norm(layer: ConstrainedWeight, weight: torch.Tensor, shape: tuple[int, ...]) -> float:
     """The exact operator norm, in the layer's norms, of the map the layer computes with `weight`."""
     weight = weight.to(torch.float64)
@@ -293,7 +270,9 @@ def _steps(model: nn.Module, shape: tuple[int, ...], dtype: torch.dtype, rng: ra
             lipnets.project_(model)
 
 
-def _apply_state(state: str, model: nn.Module, rebuild: Callable[[], nn.Module], shape: tuple[int, ...], dtype: torch.dtype, rng: random.Random) -> nn.Module:
+def _apply_state(
+    state: str, model: nn.Module, rebuild: Callable[[], nn.Module], shape: tuple[int, ...], dtype: torch.dtype, rng: random.Random
+) -> nn.Module:
     if state in ("trained", "forgot-projection", "reloaded"):
         _steps(model, shape, dtype, rng, project=state != "forgot-projection")
     if state == "reloaded":
@@ -330,16 +309,18 @@ def check_configuration(index: int, rng: random.Random, stats: Stats) -> None:
         return
     model.train(training)
     stats.configurations += 1
-    stats.covered.update([family, state, str(dtype).removeprefix("torch."), f"autocast-{autocast}".replace("torch.", ""), "train" if training else "eval"])
+    stats.covered.update(
+        [family, state, str(dtype).removeprefix("torch."), f"autocast-{autocast}".replace("torch.", ""), "train" if training else "eval"]
+    )
     x = torch.randn(5, *shape, generator=torch.Generator().manual_seed(index)).to(dtype)
     with torch.set_grad_enabled(grad):
-        _, captured = _capture(model, x, autocast)
+        _, captured = matmul_weights(model, x, autocast)
         try:
             bound = bound_of(model, shape)
         except GuaranteeError:
             _check_refusal(model, where, stats)
             model.eval()  # eval projects what was left unprojected: from here on it must be sound
-            _, captured = _capture(model, x, autocast)
+            _, captured = matmul_weights(model, x, autocast)
             bound = bound_of(model, shape)
     _check_layers(captured, shape, model, x, where, stats)
     _check_jacobian(model, bound, x, where, stats)
@@ -347,7 +328,9 @@ def check_configuration(index: int, rng: random.Random, stats: Stats) -> None:
 
 def _check_refusal(model: nn.Module, where: str, stats: Stats) -> None:
     infeasible = [
-        m for m in model.modules() if isinstance(m, ConstrainedWeight) and m.mode == "project" and m.weight_constraint().certify(m.weight) > m.lipschitz
+        m
+        for m in model.modules()
+        if isinstance(m, ConstrainedWeight) and m.mode == "project" and m.weight_constraint().certify(m.weight) > m.lipschitz
     ]
     assert infeasible, f"{where}: GuaranteeError although every constraint holds"
     stats.refused += 1
@@ -368,7 +351,9 @@ def _layer_inputs(model: nn.Module, x: torch.Tensor) -> dict[nn.Module, tuple[in
     return shapes
 
 
-def _check_layers(captured: dict[nn.Module, torch.Tensor], shape: tuple[int, ...], model: nn.Module, x: torch.Tensor, where: str, stats: Stats) -> None:
+def _check_layers(
+    captured: dict[nn.Module, torch.Tensor], shape: tuple[int, ...], model: nn.Module, x: torch.Tensor, where: str, stats: Stats
+) -> None:
     inputs = _layer_inputs(model, x)
     for layer, weight in captured.items():
         assert isinstance(layer, ConstrainedWeight)
@@ -381,7 +366,9 @@ def _check_layers(captured: dict[nn.Module, torch.Tensor], shape: tuple[int, ...
         bound = layer.lipschitz_bound(layer_shape)
         exact = _operator_norm(layer, weight, layer_shape)
         ratio = exact / bound if bound > 0 else (0.0 if exact == 0 else math.inf)
-        assert exact <= bound * (1 + MEASUREMENT), f"{where}: {type(layer).__name__} exact norm {exact!r} > bound {bound!r} (weight {weight.dtype})"
+        assert exact <= bound * (1 + MEASUREMENT), (
+            f"{where}: {type(layer).__name__} exact norm {exact!r} > bound {bound!r} (weight {weight.dtype})"
+        )
         stats.worst_layer_ratio = max(stats.worst_layer_ratio, ratio)
         stats.checks["layer exact <= bound"] += 1
         cap = layer.lipschitz_cap()

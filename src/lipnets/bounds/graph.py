@@ -134,7 +134,7 @@ def _walk(value: Any) -> Iterator[Any]:
 
 def _describe(node: fx.Node) -> str:
     target = node.target
-    name = target if isinstance(target, str) else getattr(target, "__qualname__", getattr(target, "__name__", repr(target)))
+    name = target if isinstance(target, str) else getattr(target, "__name__", repr(target))
     module = getattr(target, "__module__", None)
     kind = {"call_method": "method", "call_module": "module", "call_function": "function"}.get(node.op, node.op)
     return f"node '{node.name}' ({kind} {module + '.' if module and not isinstance(target, str) else ''}{name})"

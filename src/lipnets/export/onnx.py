@@ -19,11 +19,11 @@ from ..validation import require_extra
 from .plain import check_parity, parity_inputs, rounding_tolerance, to_plain
 
 
-def _example_input(plain: nn.Module, dtype: torch.dtype) -> torch.Tensor:
-    first = next((module for module in plain.modules() if isinstance(module, nn.Linear)), None)
-    if first is None:
-        raise ValueError("cannot infer the input size of a model without nn.Linear layers: pass example_input")
-    return torch.randn(3, first.in_features, generator=torch.Generator().manual_seed(0), dtype=dtype)
+def _example_input(model: nn.Module, dtype: torch.dtype) -> torch.Tensor:
+    width = next((module.in_features for module in model.modules() if isinstance(getattr(module, "in_features", None), int)), None)
+    if width is None:
+        raise ValueError("cannot infer the input size of a model without a dense first layer: pass example_input")
+    return torch.randn(3, width, generator=torch.Generator().manual_seed(0), dtype=dtype)
 
 
 def to_onnx(
@@ -50,7 +50,7 @@ def to_onnx(
     require_extra("onnxscript", "onnx")
     path = Path(path)
     plain = to_plain(model, dtype=dtype)
-    example = _example_input(plain, dtype) if example_input is None else example_input.to(dtype)
+    example = _example_input(model, dtype) if example_input is None else example_input.to(dtype)
     if check_input is None:
         check_input = torch.randn(7, *example.shape[1:], generator=torch.Generator().manual_seed(1), dtype=dtype)
     batch = torch.export.Dim("batch")

@@ -63,7 +63,7 @@ class ConstrainedWeight(BoundedModule):
         else:
             self.constraint = constraint
             self.project_()
-            self.register_load_state_dict_post_hook(lambda module, _keys: module._settle_loaded())
+            self.register_load_state_dict_post_hook(_settle_loaded)
 
     def _stored_key(self) -> tuple:
         return (self.weight.data_ptr(), self.weight._version)
@@ -113,6 +113,19 @@ class ConstrainedWeight(BoundedModule):
         if projected:
             self._projected_key = self._stored_key()
         return self
+
+    def __getstate__(self) -> dict[str, Any]:
+        # a copy or a pickle holds other tensors: keep whether the weight was projected, not where it lived
+        state = dict(self.__dict__)
+        state["_projected_key"] = getattr(self, "mode", None) == "project" and self._projected_key == self._stored_key()
+        state["_rounded"] = {}
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        projected = state.pop("_projected_key", False)
+        super().__setstate__({**state, "_projected_key": None})
+        if projected is True:
+            self._projected_key = self._stored_key()
 
     def check_guarantees(self) -> None:
         """Refuse a mode="project" weight outside its constraint (an optimizer step without `project_`,
@@ -204,6 +217,11 @@ def _refuse_non_finite(module: nn.Module, state_dict: dict[str, Any], prefix: st
                 f"weights has no Lipschitz bound and no meaningful output. {type(module).__name__.removeprefix('Parametrized')} '{prefix.rstrip('.') or 'model'}' "
                 "was left unchanged: load a finite state dict"
             )
+
+
+def _settle_loaded(module: ConstrainedWeight, _keys: object) -> None:
+    """load_state_dict post-hook of mode="project" layers (a function, so that the layer pickles)."""
+    module._settle_loaded()
 
 
 def project_(model: nn.Module) -> nn.Module:
