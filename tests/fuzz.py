@@ -38,12 +38,12 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import lipnets  # noqa: E402
-from helpers import jacobian_at, matmul_weights, matrix_norm  # noqa: E402
-from lipnets.bounds import GuaranteeError, bound_of  # noqa: E402
-from lipnets.layers import ConstrainedWeight, plain_twin  # noqa: E402
-from lipnets.layers.conv import SLLBlock  # noqa: E402
-from lipnets.models import MonotonicityError  # noqa: E402
+import lipnets
+from helpers import jacobian_at, matmul_weights, matrix_norm
+from lipnets.bounds import GuaranteeError, bound_of
+from lipnets.layers import ConstrainedWeight, plain_twin
+from lipnets.layers.conv import SLLBlock
+from lipnets.models import MonotonicityError
 
 Family = Callable[[random.Random], tuple[nn.Module, tuple[int, ...]]]
 DENSE_NORMS = ("1", "inf", "1-inf", "2-inf", "2", "orthogonal")

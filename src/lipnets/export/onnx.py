@@ -20,7 +20,8 @@ from .plain import check_parity, parity_inputs, rounding_tolerance, to_plain
 
 
 def _example_input(model: nn.Module, dtype: torch.dtype) -> torch.Tensor:
-    width = next((module.in_features for module in model.modules() if isinstance(getattr(module, "in_features", None), int)), None)
+    widths = [getattr(module, "in_features", None) for module in model.modules()]
+    width = next((value for value in widths if isinstance(value, int)), None)
     if width is None:
         raise ValueError("cannot infer the input size of a model without a dense first layer: pass example_input")
     return torch.randn(3, width, generator=torch.Generator().manual_seed(0), dtype=dtype)
