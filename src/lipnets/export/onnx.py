@@ -48,7 +48,7 @@ def to_onnx(
     a `dtype` evaluation; a larger difference raises RuntimeError and leaves `path` as it was. Returns the path.
     """
     onnxruntime = require_extra("onnxruntime", "onnx")
-    require_extra("onnxscript", "onnx")
+    require_extra("onnxscript", "onnx")  # torch.onnx's exporter writes the graph with it
     path = Path(path)
     plain = to_plain(model, dtype=dtype)
     example = _example_input(model, dtype) if example_input is None else example_input.to(dtype)
