@@ -121,6 +121,7 @@ class WeightConstraint(nn.Module, abc.ABC):
         self.lipschitz = check_lipschitz(lipschitz)
         self._cache: torch.Tensor | None = None
         self._cache_key: tuple | None = None
+        self._targets: dict[tuple, float] = {}
 
     @abc.abstractmethod
     def normalize(self, weight: torch.Tensor) -> torch.Tensor:
@@ -152,8 +153,11 @@ class WeightConstraint(nn.Module, abc.ABC):
 
     def target(self, weight: torch.Tensor) -> float:
         """lipschitz (1 - rounding_margin): the constant the formulas normalise to, rounded down."""
-        margin = rounding_margin(self.reduction_length(weight), weight.dtype, weight.numel())
-        return math.nextafter(self.lipschitz * (1.0 - margin), 0.0)
+        key = (self.lipschitz, weight.shape, weight.dtype)
+        if key not in self._targets:  # a few microseconds of Python per forward otherwise
+            margin = rounding_margin(self.reduction_length(weight), weight.dtype, weight.numel())
+            self._targets[key] = math.nextafter(self.lipschitz * (1.0 - margin), 0.0)
+        return self._targets[key]
 
     def in_compute_precision(self, weight: torch.Tensor, *methods: str) -> torch.Tensor:
         """Apply `methods` ("normalize", "project", "refine") in float32/float64 with autocast off.
@@ -167,7 +171,7 @@ class WeightConstraint(nn.Module, abc.ABC):
             with torch.autocast(device_type=device, enabled=False):
                 return self.in_compute_precision(weight, *methods)
         precision = compute_dtype(weight.dtype)
-        result = weight.to(precision)
+        result = weight if precision == weight.dtype else weight.to(precision)
         for method in methods:
             result = getattr(self, method)(result)
         if precision == weight.dtype:

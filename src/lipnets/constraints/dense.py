@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from ..norms import as_layer_norm, gram_spectral_bound, layer_operator_norm
@@ -9,6 +11,33 @@ from .base import WeightConstraint, outward
 from .orthogonal import Orthogonal
 
 RESCALINGS = ("clip", "scale")
+
+
+class _ScaledByNorms(torch.autograd.Function):
+    """W_g t / max(floor, ||W_g||_p) for every row or column g of W, with a hand-written backward.
+
+    For s = t / max(floor, r) and r = ||W_g||_p, ds/dr = -s / r where r > floor (else 0), so
+    dL/dW = s G - (s / r) <G_g, W_g> dr/dW with dr/dW = sign(W) (p = 1) or W / r (p = 2): two passes
+    over W forward and four backward in one autograd node, where the chain of norm, clamp, division
+    and product costs autograd about twice as many passes and a node for each (profiled in
+    benchmarks/overhead.py).
+    """
+
+    @staticmethod
+    def forward(ctx: Any, weight: torch.Tensor, target: float, floor: float, dim: int, order: float) -> torch.Tensor:
+        norms = torch.linalg.vector_norm(weight, order, dim=dim, keepdim=True)
+        scale = target / norms.clamp(min=floor)
+        ctx.save_for_backward(weight, norms, scale)
+        ctx.floor, ctx.dim, ctx.order = floor, dim, order
+        return weight * scale
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        weight, norms, scale = ctx.saved_tensors
+        dot = (grad * weight).sum(dim=ctx.dim, keepdim=True)
+        direction, denominator = (weight.sign(), norms) if ctx.order == 1 else (weight, norms.square())
+        coefficient = torch.where(norms > ctx.floor, dot * scale / denominator, 0.0)
+        return torch.addcmul(grad * scale, direction, coefficient, value=-1.0), None, None, None, None
 
 
 class DirectNorm(WeightConstraint):
@@ -52,12 +81,13 @@ class DirectNorm(WeightConstraint):
         A feasible weight (||W|| <= t) is returned unchanged, bit for bit.
         """
         target = self.target(weight)
+        floor = target if self.rescaling == "clip" else 1.0
+        if self.vectorwise and self.norm != "1-inf":
+            return _ScaledByNorms.apply(weight, target, floor, 0 if self.norm == "1" else 1, 2.0 if self.norm == "2-inf" else 1.0)
         if self.norm == "1-inf" and self.vectorwise and self.rescaling == "clip":
             # W t / max(t, |W|) entrywise is clamp(W, -t, t), value and gradient: one op, not four
             return weight.clamp(-target, target)
-        parts = self.norms(weight)
-        floor = target if self.rescaling == "clip" else 1.0
-        return weight * (target / torch.clamp(parts, min=floor))
+        return weight * (target / torch.clamp(self.norms(weight), min=floor))
 
     def certify(self, weight: torch.Tensor) -> float:
         """The exact operator norm the constraint bounds, in float64, rounded up."""
