@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import abc
 import math
+from typing import Any
 
 import torch
 from torch import nn
@@ -48,9 +49,9 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-def rounding_margin(length: int, dtype: torch.dtype = torch.float32, entries: int | None = None) -> float:
+def rounding_margin(length: int, entries: int | None = None) -> float:
     """gamma_{k+3} = (k+3) u / (1 - (k+3) u) for reductions of length k, plus the float64 allowance of
-    `outward` for a weight of `entries` entries (default k).
+    `outward` for a weight of `entries` entries (default k); u is float32's unit roundoff.
 
     A sum of k terms computed in any order has relative error at most gamma_{k-1} (Higham, "Accuracy and
     Stability of Numerical Algorithms", SIAM 2002, Eq. 3.4); three more roundings cover the scalar
@@ -58,10 +59,12 @@ def rounding_margin(length: int, dtype: torch.dtype = torch.float32, entries: in
     the rounded output at most lipschitz (docs/reference/guarantees.md). For the iterative l2 constraints
     (Björck, Gram iteration), whose observed rounding grows like sqrt(k) u (Higham and Mary, "A new
     approach to probabilistic rounding error analysis", SIAM J. Sci. Comput. 2019), it leaves a factor
-    of about sqrt(k); the soundness fuzzer checks it with no tolerance.
+    of about sqrt(k); the soundness fuzzer checks it with no tolerance. float32 is the coarsest precision
+    constraints compute in, and its margin serves float64 weights too, so that converting a model between
+    float32 and float64 changes its effective weights by rounding only.
     """
     k = int(length) + 3
-    u = unit_roundoff(compute_dtype(dtype))
+    u = unit_roundoff(torch.float32)
     return k * u / (1.0 - k * u) + _float64_allowance(length if entries is None else entries)
 
 
@@ -77,16 +80,21 @@ def outward(value: float, entries: int) -> float:
 class _RoundTowardZero(torch.autograd.Function):
     """Cast to a lower precision rounding toward zero; the gradient passes as for an ordinary cast."""
 
+    generate_vmap_rule = True
+
     @staticmethod
-    def forward(ctx: torch.autograd.function.FunctionCtx, weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-        ctx.source_dtype = weight.dtype  # type: ignore[attr-defined]
+    def forward(weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         low = weight.to(dtype)
         grew = low.to(weight.dtype).abs() > weight.abs()
         return torch.where(grew, torch.nextafter(low, torch.zeros_like(low)), low)
 
     @staticmethod
-    def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
-        return grad.to(ctx.source_dtype), None  # type: ignore[attr-defined]
+    def setup_context(ctx: Any, inputs: tuple, output: torch.Tensor) -> None:
+        ctx.source_dtype = inputs[0].dtype
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return grad.to(ctx.source_dtype), None
 
 
 def round_toward_zero(weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -99,6 +107,17 @@ def round_toward_zero(weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     if weight.dtype == dtype:
         return weight
     return _RoundTowardZero.apply(weight, dtype)
+
+
+def storage_key(tensor: torch.Tensor) -> tuple | None:
+    """Storage, version, dtype, device and shape of a tensor: a change of any means its values may have changed.
+
+    None for tensors without storage (torch.func transforms), which are never cached.
+    """
+    try:
+        return (tensor.data_ptr(), tensor._version, tensor.dtype, tensor.device, tensor.shape)
+    except RuntimeError:
+        return None
 
 
 class WeightConstraint(nn.Module, abc.ABC):
@@ -153,9 +172,9 @@ class WeightConstraint(nn.Module, abc.ABC):
 
     def target(self, weight: torch.Tensor) -> float:
         """lipschitz (1 - rounding_margin): the constant the formulas normalise to, rounded down."""
-        key = (self.lipschitz, weight.shape, weight.dtype)
+        key = (self.lipschitz, weight.shape)
         if key not in self._targets:  # a few microseconds of Python per forward otherwise
-            margin = rounding_margin(self.reduction_length(weight), weight.dtype, weight.numel())
+            margin = rounding_margin(self.reduction_length(weight), weight.numel())
             self._targets[key] = math.nextafter(self.lipschitz * (1.0 - margin), 0.0)
         return self._targets[key]
 
@@ -179,24 +198,21 @@ class WeightConstraint(nn.Module, abc.ABC):
         return round_toward_zero(result * (1.0 - unit_roundoff(weight.dtype)), weight.dtype)
 
     def forward(self, weight: torch.Tensor, advance: bool = False) -> torch.Tensor:
-        """The normalised weight; `advance` (the layer's forward in training) also updates running state."""
+        """The normalised weight; `advance` (the layer's forward in training) also updates running state.
+
+        Served from the cache in eval mode when no gradient flows to the weight; recomputed otherwise
+        (training, torch.compile, torch.func transforms), always by the same method.
+        """
         method = "advance_and_normalize" if advance and self.training and torch.is_grad_enabled() else "normalize"
-        if torch.compiler.is_compiling():  # a pure function of W in the graph: no cache, no graph break
+        key = None if self.training or torch.compiler.is_compiling() or (torch.is_grad_enabled() and weight.requires_grad) else storage_key(weight)
+        if key is None:
+            if self._cache is not None:
+                self._cache = None
             return self.in_compute_precision(weight, method)
-        if torch.is_grad_enabled() and weight.requires_grad:
-            self._cache = None
-            return self.in_compute_precision(weight, method)
-        key = (
-            weight.data_ptr(),
-            weight._version,
-            weight.dtype,
-            weight.device,
-            weight.shape,
-            tuple((buffer.data_ptr(), buffer._version) for buffer in self.buffers()),
-        )
+        key = (*key, tuple(storage_key(buffer) for buffer in self.buffers()))
         if self._cache is None or self._cache_key != key:
             with torch.no_grad():
-                self._cache = self.in_compute_precision(weight, "normalize")
+                self._cache = self.in_compute_precision(weight, method)
             self._cache_key = key
         return self._cache
 

@@ -23,16 +23,23 @@ class _ScaledByNorms(torch.autograd.Function):
     benchmarks/overhead.py).
     """
 
-    @staticmethod
-    def forward(ctx: Any, weight: torch.Tensor, target: float, floor: float, dim: int, order: float) -> torch.Tensor:
-        norms = torch.linalg.vector_norm(weight, order, dim=dim, keepdim=True)
-        scale = target / norms.clamp(min=floor)
-        ctx.save_for_backward(weight, norms, scale)
-        ctx.floor, ctx.dim, ctx.order = floor, dim, order
-        return weight * scale
+    generate_vmap_rule = True  # torch.func.vmap derives the batched rule (the paper-toys demo trains models side by side)
 
     @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+    def forward(weight: torch.Tensor, target: float, floor: float, dim: int, order: float) -> tuple[torch.Tensor, ...]:
+        norms = torch.linalg.vector_norm(weight, order, dim=dim, keepdim=True)
+        scale = target / norms.clamp(min=floor)
+        return weight * scale, norms, scale
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple, output: tuple) -> None:
+        weight, _target, ctx.floor, ctx.dim, ctx.order = inputs
+        _, norms, scale = output
+        ctx.mark_non_differentiable(norms, scale)
+        ctx.save_for_backward(weight, norms, scale)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor, *_: Any) -> tuple[torch.Tensor | None, ...]:
         weight, norms, scale = ctx.saved_tensors
         dot = (grad * weight).sum(dim=ctx.dim, keepdim=True)
         direction, denominator = (weight.sign(), norms) if ctx.order == 1 else (weight, norms.square())
@@ -83,7 +90,7 @@ class DirectNorm(WeightConstraint):
         target = self.target(weight)
         floor = target if self.rescaling == "clip" else 1.0
         if self.vectorwise and self.norm != "1-inf":
-            return _ScaledByNorms.apply(weight, target, floor, 0 if self.norm == "1" else 1, 2.0 if self.norm == "2-inf" else 1.0)
+            return _ScaledByNorms.apply(weight, target, floor, 0 if self.norm == "1" else 1, 2.0 if self.norm == "2-inf" else 1.0)[0]
         if self.norm == "1-inf" and self.vectorwise and self.rescaling == "clip":
             # W t / max(t, |W|) entrywise is clamp(W, -t, t), value and gradient: one op, not four
             return weight.clamp(-target, target)

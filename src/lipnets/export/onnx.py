@@ -16,7 +16,7 @@ from torch import nn
 from ..constraints.base import unit_roundoff
 from ..io import atomic_file
 from ..validation import require_extra
-from .plain import check_parity, parity_inputs, rounding_tolerance, to_plain
+from .plain import precision_of, check_parity, parity_inputs, rounding_tolerance, to_plain
 
 
 def _example_input(model: nn.Module, dtype: torch.dtype) -> torch.Tensor:
@@ -91,7 +91,7 @@ def _check_against_model(
 ) -> None:
     """onnxruntime against the model itself, at every extreme scale, within twice the rounding tolerance."""
     reference = copy.deepcopy(model).eval()
-    precision = next((p.dtype for p in reference.parameters() if p.is_floating_point()), dtype)
+    precision = precision_of(reference, dtype)
     x = parity_inputs(check_input, dtype)
     actual = torch.from_numpy(session.run([output_name], {input_name: x.to(dtype).cpu().numpy()})[0])
     with torch.no_grad():

@@ -87,6 +87,12 @@ def check_parity(expected: torch.Tensor, actual: torch.Tensor, tolerance: torch.
         )
 
 
+def precision_of(module: nn.Module, default: torch.dtype) -> torch.dtype:
+    """The dtype of the module's first floating-point parameter or buffer."""
+    tensors = [*module.parameters(), *module.buffers()]
+    return next((t.dtype for t in tensors if t.is_floating_point()), default)
+
+
 def to_plain(model: nn.Module, *, dtype: torch.dtype | None = None, check_input: torch.Tensor | None = None) -> fx.GraphModule:
     """A plain-torch copy of `model` in eval mode with every constraint baked into its weights.
 
@@ -105,8 +111,8 @@ def to_plain(model: nn.Module, *, dtype: torch.dtype | None = None, check_input:
     plain.recompile()
     plain.eval().requires_grad_(False)
     if check_input is not None:
-        precision = dtype or next((p.dtype for p in plain.parameters() if p.is_floating_point()), torch.get_default_dtype())
-        reference = next((p.dtype for p in source.parameters() if p.is_floating_point()), precision)
+        precision = dtype or precision_of(plain, torch.get_default_dtype())
+        reference = precision_of(source, precision)
         x = parity_inputs(check_input, precision)
         with torch.no_grad():
             expected, actual = source(x.to(reference)), plain(x.to(precision))

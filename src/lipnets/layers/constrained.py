@@ -17,7 +17,7 @@ from torch.nn.utils import parametrize
 
 from ..bounds import BoundedModule, GuaranteeError
 from ..constraints import WeightConstraint
-from ..constraints.base import round_toward_zero
+from ..constraints.base import round_toward_zero, storage_key
 
 MODES = ("reparam", "project")
 LOW_PRECISIONS = (torch.bfloat16, torch.float16)
@@ -163,9 +163,9 @@ class ConstrainedWeight(BoundedModule):
         target = autocast_dtype(weight) if dtype is None else dtype
         if target is None or target == weight.dtype:
             return weight
-        if torch.compiler.is_compiling() or (torch.is_grad_enabled() and weight.requires_grad):
+        key = None if torch.compiler.is_compiling() or (torch.is_grad_enabled() and weight.requires_grad) else storage_key(weight)
+        if key is None:
             return round_toward_zero(weight, target)
-        key = (weight.data_ptr(), weight._version, weight.device)
         cached = self._rounded.get(target)
         if cached is None or cached[0] != key:
             cached = (key, round_toward_zero(weight.detach(), target))

@@ -262,7 +262,7 @@ class SLLBlock(BoundedModule):
         gram = kernel_gram(kernel_adjoint(self.weight)).abs().sum(dim=(2, 3))
         t = (gram * torch.exp(self.log_q[None, :] - self.log_q[:, None])).sum(dim=1)
         length = self.weight.numel() + self.inner_channels * (2 * self.kernel_size - 1) ** 2
-        numerator = 2.0 * (1.0 - rounding_margin(length, t.dtype))
+        numerator = 2.0 * (1.0 - rounding_margin(length))
         scale = torch.where(t > 0, numerator / t.clamp(min=torch.finfo(t.dtype).tiny), torch.zeros_like(t))
         return scale[:, None, None]
 
