@@ -26,6 +26,12 @@ test: setup
 test-fast: setup
 	$(BIN)/python -m pytest -n 2 -q -m "not slow"
 
+# The soundness fuzzer, long run: random layers and models in random states against exact constants.
+# It prints its seed first; rerun a failure with `make fuzz SEED=<seed>`. CI runs a short fixed-seed run.
+FUZZ_CONFIGURATIONS ?= 3000
+fuzz: setup
+	$(BIN)/python tests/fuzz.py --configurations $(FUZZ_CONFIGURATIONS) $(if $(SEED),--seed $(SEED),)
+
 # Lint, format, types and the import contract between the floors.
 lint: setup
 	$(BIN)/ruff check $(SOURCES)
@@ -39,4 +45,4 @@ docs: setup
 
 check: lint docs test
 
-.PHONY: setup demo test test-fast lint docs check
+.PHONY: setup demo test test-fast fuzz lint docs check

@@ -10,8 +10,10 @@ from collections.abc import Callable
 
 import torch
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import lipnets
+from lipnets.layers import ConstrainedWeight
 from lipnets.norms import operator_norm
 
 
@@ -67,3 +69,53 @@ def blow_up_steps(model: nn.Module, shape: tuple[int, ...], steps: int = 15, lr:
         (-model(x).pow(2).mean()).backward()
         optimizer.step()
         lipnets.project_(model)
+
+
+class _MatmulWeights(TorchDispatchMode):
+    """Records, per lipnets layer, the weight its last matmul or convolution multiplies by (below autocast).
+
+    The last one is the layer's own product: the constraint's computations (Björck, Gram matrices,
+    kernel Grams) all come before it.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.current: list[nn.Module] = []
+        self.weights: dict[nn.Module, torch.Tensor] = {}
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        if self.current:
+            if func in (torch.ops.aten.addmm.default, torch.ops.aten.mm.default):
+                self.weights[self.current[-1]] = args[-1].t().detach().clone()
+            elif func is torch.ops.aten.convolution.default:
+                self.weights[self.current[-1]] = args[1].detach().clone()
+        return func(*args, **(kwargs or {}))
+
+
+def matmul_weights(
+    model: nn.Module, x: torch.Tensor, autocast: torch.dtype | None = None
+) -> tuple[torch.Tensor, dict[nn.Module, torch.Tensor]]:
+    """model(x), and for every lipnets layer the weight its matmul or convolution really multiplied by.
+
+    Captured by a TorchDispatchMode, below autocast: under bf16 autocast this is the bf16 tensor the
+    kernel received, whatever produced it.
+    """
+    capture = _MatmulWeights()
+
+    def enter(module: nn.Module, _args: tuple) -> None:
+        capture.current.append(module)
+
+    def leave(module: nn.Module, _args: tuple, _output: object) -> None:
+        capture.current.remove(module)
+
+    handles = []
+    for module in model.modules():
+        if isinstance(module, ConstrainedWeight):
+            handles += [module.register_forward_pre_hook(enter), module.register_forward_hook(leave)]
+    try:
+        with capture, torch.autocast("cpu", dtype=autocast or torch.bfloat16, enabled=autocast is not None):
+            output = model(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return output, capture.weights

@@ -64,6 +64,6 @@ def test_export_parity_check_catches_a_changed_function() -> None:
             return self.inner(x)
 
     model = Shifted()
-    model.inner[0].to_plain = lambda: nn.Linear(3, 4)  # a wrong twin
+    model.inner[0].to_plain = lambda dtype=None: nn.Linear(3, 4)  # a wrong twin
     with pytest.raises(RuntimeError, match=r"differs from the original"):
         to_plain(model, check_input=torch.randn(8, 3))

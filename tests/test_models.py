@@ -67,9 +67,14 @@ def test_gnp_network_reaches_its_bound() -> None:
 
 
 def test_chain_mismatch_names_both_layers() -> None:
-    model = nn.Sequential(LipschitzLinear(4, 8, norm="2"), GroupSort(), LipschitzLinear(8, 1, norm="inf"))
-    with pytest.raises(NormChainError, match=r"layer '0' outputs in the l2 norm but the next layer '2'"):
+    """An l_inf output cannot feed an l2 input without a dimension factor: refused, naming both layers.
+    The other direction is free (||y||_inf <= ||y||_2), so l2 then l_inf composes into a 2 -> inf bound."""
+    model = nn.Sequential(LipschitzLinear(4, 8, norm="inf"), GroupSort(), LipschitzLinear(8, 1, norm="2"))
+    with pytest.raises(NormChainError, match=r"layer '0' outputs in the linf norm but the next layer '2'"):
         lipnets.lipschitz_bound(model)
+    free = nn.Sequential(LipschitzLinear(4, 8, norm="2"), GroupSort(), LipschitzLinear(8, 1, norm="inf"))
+    assert lipnets.tracked_norms(free) == ("2", "inf")
+    assert lipnets.lipschitz_bound(free) <= free[0].lipschitz_bound() * free[2].lipschitz_bound() * (1 + 1e-15)
 
 
 def test_untracked_module_is_refused() -> None:

@@ -5,7 +5,8 @@ A module takes part in `lipnets.lipschitz_bound` by subclassing `BoundedModule`:
 keeps it, such as a sorting activation) and returns `lipschitz_bound(input_shape)`, a sound upper
 bound on the Lipschitz constant of the function its forward computes with its current weights.
 `lipschitz_cap()` bounds that value for every weight its constraint can produce (inf when nothing
-caps it). Modules without weights derive from `FixedBound`, whose bound is also its cap.
+caps it), and `check_guarantees()` refuses a state that breaks that claim. Modules without weights
+derive from `FixedBound`, whose bound is also its cap.
 
 See docs/reference/composition.md for the rules the composition applies.
 """
@@ -26,6 +27,11 @@ class NormChainError(ValueError):
 
 class UntrackedModuleError(TypeError):
     """A module has no tracked norm, so no sound bound can be computed for it."""
+
+
+class GuaranteeError(ValueError):
+    """The model's current state breaks a guarantee it would report: a weight outside its constraint
+    (an optimizer step without `lipnets.project_`), tampered weights or buffers, NaN or inf."""
 
 
 @dataclass(frozen=True)
@@ -62,6 +68,12 @@ class BoundedModule(nn.Module, abc.ABC):
     def lipschitz_cap(self) -> float:
         """The largest bound the module's constraints allow whatever its weights become (default: none)."""
         return math.inf
+
+    def check_guarantees(self) -> None:
+        """Raise GuaranteeError when the current state breaks a claim the bound relies on (default: none).
+
+        Called wherever a guarantee is reported or shipped: `bound_of`, export, saving.
+        """
 
     def feature_bounds(self, input_shape: tuple[int, ...] | None = None) -> torch.Tensor | None:
         """Per input coordinate i, a bound L_i with ||f(x + t e_i) - f(x)|| <= L_i |t| (output norm), or None.

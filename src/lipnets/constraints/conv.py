@@ -10,8 +10,9 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from ..norms.conv import aol_scale, conv_gram_bound, conv_symbol, rko_factor
-from .base import WeightConstraint
+from ..norms import layer_operator_norm
+from ..norms.conv import aol_scale, conv_gram_bound, conv_symbol, kernel_gram, rko_factor
+from .base import WeightConstraint, outward
 from .orthogonal import Orthogonal
 
 POWER_GRID = 32
@@ -62,17 +63,15 @@ class ConvSpectralNorm(WeightConstraint):
             u = u / torch.linalg.vector_norm(u, dim=-1, keepdim=True).clamp(min=torch.finfo(u.real.dtype).tiny)
         self.u.copy_(torch.view_as_real(u).to(self.u.dtype))
 
-    def sigma(self, weight: torch.Tensor, steps: int | None = None) -> torch.Tensor:
+    def sigma(self, weight: torch.Tensor, steps: int = 0) -> torch.Tensor:
         """The power-iteration estimate of the norm (differentiable in the weight, the vectors held fixed).
 
         One vector per frequency block, each normalised on its own: a single global vector would let
         the other frequencies underflow to zero and could never follow a new largest one. The estimate
-        is the largest block estimate. The vectors advance only in training with gradients enabled, so
-        bounds and evaluation are pure.
+        is the largest block estimate. The vectors advance by `steps` first; only the layer's training
+        forward advances them (`advance_and_normalize`), so reading the weight or its bound is pure.
         """
         symbol = conv_symbol(weight, self.grid, self.stride)
-        if steps is None:
-            steps = self.power_iterations if self.training and torch.is_grad_enabled() else 0
         if steps:
             self._iterate(symbol.detach(), steps)
         u = torch.view_as_complex(self.u.to(weight.dtype))
@@ -83,11 +82,19 @@ class ConvSpectralNorm(WeightConstraint):
         self.sigma(weight.detach(), steps)
 
     def normalize(self, weight: torch.Tensor) -> torch.Tensor:
-        return weight / torch.clamp(self.sigma(weight) / self.lipschitz, min=1.0)
+        return weight / torch.clamp(self.sigma(weight) / self.target(weight), min=1.0)
+
+    def advance_and_normalize(self, weight: torch.Tensor) -> torch.Tensor:
+        """One power-iteration step per training forward (Miyato et al.), from the same symbol, then normalize."""
+        return weight / torch.clamp(self.sigma(weight, self.power_iterations) / self.target(weight), min=1.0)
 
     def project(self, weight: torch.Tensor) -> torch.Tensor:
         bound = conv_gram_bound(weight.to(torch.float64), self.gram_iterations).to(weight.dtype)
-        return weight / torch.clamp(bound / self.lipschitz, min=1.0)
+        return weight / torch.clamp(bound / self.target(weight), min=1.0)
+
+    def certify(self, weight: torch.Tensor) -> float:
+        """The Gram-iteration bound (float64) that `project` divides by: sound for every input size and stride."""
+        return outward(float(conv_gram_bound(weight.detach().to(torch.float64), self.gram_iterations)), weight.numel())
 
     def extra_repr(self) -> str:
         return f"lipschitz={self.lipschitz:g}, power_iterations={self.power_iterations}, grid={self.grid}"
@@ -118,6 +125,10 @@ class ReshapedKernelOrthogonal(WeightConstraint):
     def refine(self, weight: torch.Tensor) -> torch.Tensor:
         return self._on_matrix(self.orthogonal.refine, weight)
 
+    def certify(self, weight: torch.Tensor) -> float:
+        """sqrt(prod ceil(k/s)) times sigma_max of the reshaped kernel: the zero-padding bound for every input size."""
+        return outward(self.factor * layer_operator_norm(weight.reshape(weight.shape[0], -1), "2"), weight.numel())
+
     def extra_repr(self) -> str:
         return f"lipschitz={self.lipschitz:g}, stride_factor={self.factor:g}, iterations={self.orthogonal.iterations}"
 
@@ -130,4 +141,19 @@ class ConvAOL(WeightConstraint):
 
     def normalize(self, weight: torch.Tensor) -> torch.Tensor:
         scale = aol_scale(weight).reshape(1, -1, *([1] * (weight.dim() - 2)))
-        return self.lipschitz * weight * scale
+        return self.target(weight) * weight * scale
+
+    def reduction_length(self, weight: torch.Tensor) -> int:
+        """The kernel Gram's row sums: every output channel, tap and input channel."""
+        return weight.numel()
+
+    def certify(self, weight: torch.Tensor) -> float:
+        """sqrt of the Perron root of A = sum_b |K^T K[b]| (channels x channels), in float64.
+
+        The Schur test with positive weights q gives ||conv_K||^2 <= max_i (A q)_i / q_i for every
+        input size, zero or circular padding and stride; the best q attains the Perron root of A
+        (Collatz-Wielandt). For K = K_0 diag(d) from AOL, q = 1/d shows it is at most 1 (Prach and
+        Lampert, "Almost-orthogonal layers for efficient general-purpose Lipschitz networks", ECCV 2022).
+        """
+        gram = kernel_gram(weight.detach().to(torch.float64)).abs().flatten(2).sum(dim=2)
+        return outward(float(torch.linalg.eigvalsh(gram).max().clamp(min=0.0).sqrt()), weight.numel())

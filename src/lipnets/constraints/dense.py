@@ -5,13 +5,49 @@ See docs/reference/norms.md for the norms, the Gram iteration bound and Björck'
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
-from ..norms import as_layer_norm, gram_spectral_bound
-from .base import WeightConstraint
+from ..norms import as_layer_norm, gram_spectral_bound, layer_operator_norm
+from .base import WeightConstraint, outward
 from .orthogonal import Orthogonal
 
 RESCALINGS = ("clip", "scale")
+
+
+class _ScaledByNorms(torch.autograd.Function):
+    """W_g t / max(floor, ||W_g||_p) for every row or column g of W, with a hand-written backward.
+
+    For s = t / max(floor, r) and r = ||W_g||_p, ds/dr = -s / r where r > floor (else 0), so
+    dL/dW = s G - (s / r) <G_g, W_g> dr/dW with dr/dW = sign(W) (p = 1) or W / r (p = 2): two passes
+    over W forward and four backward in one autograd node, where the chain of norm, clamp, division
+    and product costs autograd about twice as many passes and a node for each (profiled in
+    benchmarks/overhead.py).
+    """
+
+    generate_vmap_rule = True  # torch.func.vmap derives the batched rule (the paper-toys demo trains models side by side)
+
+    @staticmethod
+    def forward(weight: torch.Tensor, target: float, floor: float, dim: int, order: float) -> tuple[torch.Tensor, ...]:
+        norms = torch.linalg.vector_norm(weight, order, dim=dim, keepdim=True)
+        scale = target / norms.clamp(min=floor)
+        return weight * scale, norms, scale
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple, output: tuple) -> None:
+        weight, _target, ctx.floor, ctx.dim, ctx.order = inputs
+        _, norms, scale = output
+        ctx.mark_non_differentiable(norms, scale)
+        ctx.save_for_backward(weight, norms, scale)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor, *_: Any) -> tuple[torch.Tensor | None, ...]:
+        weight, norms, scale = ctx.saved_tensors
+        dot = (grad * weight).sum(dim=ctx.dim, keepdim=True)
+        direction, denominator = (weight.sign(), norms) if ctx.order == 1 else (weight, norms.square())
+        coefficient = torch.where(norms > ctx.floor, dot * scale / denominator, 0.0)
+        return torch.addcmul(grad * scale, direction, coefficient, value=-1.0), None, None, None, None
 
 
 class DirectNorm(WeightConstraint):
@@ -35,25 +71,37 @@ class DirectNorm(WeightConstraint):
 
     def norms(self, weight: torch.Tensor) -> torch.Tensor:
         """The norms that the constraint divides by, broadcastable against the weight."""
-        absw = weight.abs()
         if self.norm == "1":
-            parts = absw.sum(dim=0, keepdim=True)
+            parts = torch.linalg.vector_norm(weight, 1, dim=0, keepdim=True)
         elif self.norm == "inf":
-            parts = absw.sum(dim=1, keepdim=True)
+            parts = torch.linalg.vector_norm(weight, 1, dim=1, keepdim=True)
         elif self.norm == "2-inf":
             parts = torch.linalg.vector_norm(weight, dim=1, keepdim=True)
         else:  # "1-inf": the entries themselves
-            parts = absw
+            parts = weight.abs()
         return parts if self.vectorwise else parts.amax()
 
+    def reduction_length(self, weight: torch.Tensor) -> int:
+        """The entries summed per norm: a column ("1"), a row ("inf", "2-inf"), or one entry ("1-inf")."""
+        return {"1": weight.shape[0], "inf": weight.shape[1], "2-inf": weight.shape[1]}.get(self.norm, 1)
+
     def normalize(self, weight: torch.Tensor) -> torch.Tensor:
+        """clip: W t / max(t, ||W||) (= W / max(1, ||W|| / t)); scale: W t / max(1, ||W||); t = target(W).
+
+        A feasible weight (||W|| <= t) is returned unchanged, bit for bit.
+        """
+        target = self.target(weight)
+        floor = target if self.rescaling == "clip" else 1.0
+        if self.vectorwise and self.norm != "1-inf":
+            return _ScaledByNorms.apply(weight, target, floor, 0 if self.norm == "1" else 1, 2.0 if self.norm == "2-inf" else 1.0)[0]
         if self.norm == "1-inf" and self.vectorwise and self.rescaling == "clip":
-            # w / max(1, |w| / lambda) is clamp(w, -lambda, lambda), value and gradient: one op, not four
-            return weight.clamp(-self.lipschitz, self.lipschitz)
-        parts = self.norms(weight)
-        if self.rescaling == "clip":
-            return weight / torch.clamp(parts / self.lipschitz, min=1.0)
-        return weight * (self.lipschitz / torch.clamp(parts, min=1.0))
+            # W t / max(t, |W|) entrywise is clamp(W, -t, t), value and gradient: one op, not four
+            return weight.clamp(-target, target)
+        return weight * (target / torch.clamp(self.norms(weight), min=floor))
+
+    def certify(self, weight: torch.Tensor) -> float:
+        """The exact operator norm the constraint bounds, in float64, rounded up."""
+        return outward(layer_operator_norm(weight, self.norm), weight.numel())
 
     def extra_repr(self) -> str:
         return f"norm={self.norm!r}, lipschitz={self.lipschitz:g}, vectorwise={self.vectorwise}, rescaling={self.rescaling!r}"
@@ -70,13 +118,21 @@ class SpectralNorm(WeightConstraint):
         super().__init__(lipschitz)
         self.gram_iterations = int(gram_iterations)
 
+    def reduction_length(self, weight: torch.Tensor) -> int:
+        """Both sides of the matrix: Gram products reduce over one, the final division touches the other."""
+        return weight.shape[0] + weight.shape[1]
+
     def normalize(self, weight: torch.Tensor) -> torch.Tensor:
         sigma = gram_spectral_bound(weight, self.gram_iterations)
-        return weight / torch.clamp(sigma / self.lipschitz, min=1.0)
+        return weight / torch.clamp(sigma / self.target(weight), min=1.0)
 
     def project(self, weight: torch.Tensor) -> torch.Tensor:
         u, s, vh = torch.linalg.svd(weight.to(torch.float64), full_matrices=False)
-        return ((u * s.clamp(max=self.lipschitz)) @ vh).to(weight.dtype)
+        return ((u * s.clamp(max=self.target(weight))) @ vh).to(weight.dtype)
+
+    def certify(self, weight: torch.Tensor) -> float:
+        """sigma_max of the weight from an SVD in float64, rounded up."""
+        return outward(layer_operator_norm(weight, "2"), weight.numel())
 
 
 def dense_constraint(norm: str, lipschitz: float, *, vectorwise: bool = True, rescaling: str = "clip") -> WeightConstraint:

@@ -31,7 +31,8 @@ import math
 
 import torch
 
-from .base import WeightConstraint
+from ..norms import layer_operator_norm
+from .base import WeightConstraint, outward
 
 START_CAP = 1.5
 """lambda_max(AᵀA) of a start is scaled to at most this: sigma_max <= √1.5 < √3, and f(√1.5) = 0.92
@@ -134,14 +135,24 @@ class Orthogonal(WeightConstraint):
         self.step_iterations = int(step_iterations)
         self.tol = tol
 
+    def reduction_length(self, weight: torch.Tensor) -> int:
+        """Both sides of the matrix: a Björck step reduces over one side, then over the other."""
+        return weight.shape[-2] + weight.shape[-1]
+
     def normalize(self, weight: torch.Tensor) -> torch.Tensor:
-        return self.lipschitz * bjorck(weight, self.iterations)
+        return self.target(weight) * bjorck(weight, self.iterations)
 
     def project(self, weight: torch.Tensor) -> torch.Tensor:
-        return self.lipschitz * bjorck(weight / self.lipschitz, self.step_iterations)
+        target = self.target(weight)
+        return target * bjorck(weight / target, self.step_iterations)
 
     def refine(self, weight: torch.Tensor) -> torch.Tensor:
-        return self.lipschitz * bjorck_converged(weight / self.lipschitz, self.tol)
+        target = self.target(weight)
+        return target * bjorck_converged(weight / target, self.tol)
+
+    def certify(self, weight: torch.Tensor) -> float:
+        """sigma_max of the weight from an SVD in float64, rounded up."""
+        return outward(layer_operator_norm(weight, "2"), weight.numel())
 
     def extra_repr(self) -> str:
         return f"lipschitz={self.lipschitz:g}, iterations={self.iterations}, step_iterations={self.step_iterations}, tol={self.tol}"

@@ -31,12 +31,32 @@ REJECT = -1
 _DIFFERENCE_FACTOR = {"1": 1.0, "2": math.sqrt(2.0), "inf": 2.0}
 
 
+def _input_width(model: nn.Module) -> str:
+    """What the first layer of `model` takes, for error messages ('' when unknown)."""
+    for module in model.modules():
+        for attribute, what in (("in_features", "features"), ("in_channels", "channels")):
+            width = getattr(module, attribute, None)
+            if isinstance(width, int):
+                return f"; the model's first layer takes {width} {what} per input"
+    return ""
+
+
 def logits_of(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """The model's outputs on finite `x` as a (batch, K) matrix; K = 1 marks a binary (scalar) model."""
     x = check_finite(x)
     if x.dim() < 2 or len(x) == 0:
         raise ValueError(f"x must be a non-empty batch of shape (batch, ...), got {tuple(x.shape)}")
-    out = model(x)
+    try:
+        out = model(x)
+    except RuntimeError as error:
+        reason = str(error).splitlines()[0]
+        raise ValueError(f"the model cannot evaluate x of shape {tuple(x.shape)} (torch: {reason}){_input_width(model)}") from error
+    if out.is_floating_point() and not bool(torch.isfinite(out).all()):
+        bad = int((~torch.isfinite(out)).flatten(1).any(dim=1).sum()) if out.dim() > 1 else int((~torch.isfinite(out)).sum())
+        raise ValueError(
+            f"the model returned NaN or inf for {bad} of {len(x)} finite inputs: a weight, bias or buffer holds NaN or inf, "
+            "or the model overflows; no radius can be certified. Check the state dict it was loaded from"
+        )
     if out.dim() == 1:
         out = out.unsqueeze(1)
     if out.dim() != 2 or out.shape[0] != len(x):
@@ -55,7 +75,7 @@ def predicted_labels(logits: torch.Tensor) -> torch.Tensor:
 
 def check_labels(y: ArrayLike, logits: torch.Tensor) -> torch.Tensor:
     """Validate labels against the model's outputs and return class indices (binary {-1, +1} -> {0, 1})."""
-    y = check_finite(torch.as_tensor(y, device=logits.device))
+    y = check_finite(torch.as_tensor(y, device=logits.device), "y")
     if y.dim() == 2 and y.shape[1] == 1:
         y = y[:, 0]
     if y.shape != (len(logits),):

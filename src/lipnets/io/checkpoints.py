@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import os
-import pickle
-import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from ..bounds import check_guarantees
 from .atomic import atomic_file
 
 
@@ -21,8 +20,11 @@ class CheckpointError(ValueError):
 def save_weights(model: nn.Module, path: str | os.PathLike, metadata: dict | None = None) -> None:
     """Save the model's state dict and plain-data `metadata` in a file that loads with weights_only=True.
 
-    Written atomically: an interrupted save never leaves a half-written file at `path`.
+    Written atomically: an interrupted save never leaves a half-written file at `path`. A model whose
+    state breaks a guarantee (a mode="project" layer stepped without `lipnets.project_`, NaN weights,
+    a tampered monotonic residual) is refused with GuaranteeError before anything is written.
     """
+    check_guarantees(model)
     with atomic_file(path) as temporary:
         torch.save({"state_dict": model.state_dict(), "metadata": dict(metadata or {})}, temporary)
 
@@ -34,8 +36,10 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
         raise CheckpointError(f"no checkpoint at {path}")
     try:
         content = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError, OSError) as error:
-        raise CheckpointError(f"{path} is corrupt or not a lipnets checkpoint: {error}") from error
+    except Exception as error:  # torch.load raises KeyError, UnpicklingError, RuntimeError... on foreign bytes
+        raise CheckpointError(
+            f"{path} is corrupt or not a lipnets checkpoint ({type(error).__name__}: {error}); nothing was loaded"
+        ) from error
     if not isinstance(content, dict) or not isinstance(content.get("state_dict"), dict):
         raise CheckpointError(f"{path} holds no state dict: it was not written by lipnets.checkpoints.save_weights")
     return content

@@ -5,6 +5,7 @@ from .clipping import InputClip
 from .constrained import ConstrainedWeight, project_
 from .conv import LipschitzConv1d, LipschitzConv2d, SLLBlock
 from .linear import LipschitzLinear
+from .plain import plain_twin
 from .pooling import GlobalL2Pool2d, InvertibleDownsampling, L2NormPool2d, LayerCentering, ScaledAvgPool2d
 
 __all__ = [
@@ -25,5 +26,6 @@ __all__ = [
     "SLLBlock",
     "ScaledAvgPool2d",
     "make_activation",
+    "plain_twin",
     "project_",
 ]

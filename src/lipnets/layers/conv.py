@@ -17,6 +17,7 @@ from torch import nn
 
 from ..bounds import BoundedModule
 from ..constraints import WeightConstraint
+from ..constraints.base import outward, rounding_margin
 from ..constraints.conv import ConvAOL, ConvSpectralNorm, ReshapedKernelOrthogonal
 from ..norms.conv import PADDING_MODES, conv_norm_bound, kernel_adjoint, kernel_gram, rko_bound
 from .constrained import ConstrainedWeight
@@ -89,7 +90,7 @@ class _LipschitzConv(ConstrainedWeight):
         self._setup_lipschitz(norm, lipschitz, mode)
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
-        return self._conv_forward(input, self.effective_weight(), self.bias)
+        return self._conv_forward(input, self.effective_weight(advance=True), self.bias)
 
     def _setup_lipschitz(self, norm: str, lipschitz: float, mode: str) -> None:
         if norm not in CONV_NORMS:
@@ -124,12 +125,11 @@ class _LipschitzConv(ConstrainedWeight):
         return shape[1:]
 
     def lipschitz_bound(self, input_shape: tuple[int, ...] | None = None) -> float:
-        """min(exact DFT bound, reshaped-kernel bound) of the current kernel for inputs of `input_shape`."""
+        """min(exact DFT bound, reshaped-kernel bound) for inputs of `input_shape`, of the kernel the forward
+        convolves with, in float64 and rounded up, at most over every precision the layer can run in."""
         size = self._input_size(input_shape)
-        with torch.no_grad():
-            weight = self.weight
         options = (size, self.stride, self._paddings(), self.padding_mode)
-        return min(conv_norm_bound(weight, *options), rko_bound(weight, *options))
+        return self.exact_bound(lambda weight: outward(min(conv_norm_bound(weight, *options), rko_bound(weight, *options)), weight.numel()))
 
     def _paddings(self) -> tuple[int, ...]:
         """The padding per spatial dimension (check_conv_options admits integers only, never a string)."""
@@ -152,8 +152,8 @@ class _LipschitzConv(ConstrainedWeight):
             return math.inf
         return self.lipschitz if self._rows_never_repeat() else math.inf
 
-    def to_plain(self) -> nn.Conv1d | nn.Conv2d:
-        """A plain torch convolution holding the effective (normalised) kernel."""
+    def to_plain(self, dtype: torch.dtype | None = None) -> nn.Conv1d | nn.Conv2d:
+        """A plain torch convolution holding the effective kernel, in `dtype` (default: the stored precision) rounded toward zero."""
         build: Any = self._plain
         plain = build(
             self.in_channels,
@@ -164,7 +164,7 @@ class _LipschitzConv(ConstrainedWeight):
             bias=self.bias is not None,
             padding_mode=self.padding_mode,
             device=self.weight.device,
-            dtype=self.weight.dtype,
+            dtype=dtype or self.stored_weight().dtype,
         )
         return self._bake_into(plain)
 
@@ -254,10 +254,16 @@ class SLLBlock(BoundedModule):
         nn.init.uniform_(self.bias, -1.0 / math.sqrt(channels * kernel_size**2), 1.0 / math.sqrt(channels * kernel_size**2))
 
     def scale(self) -> torch.Tensor:
-        """2 / t_i per inner channel (0 where the channel's kernel is zero), shaped to broadcast over (C, H, W)."""
+        """2 (1 - margin) / t_i per inner channel (0 where the channel's kernel is zero), shaped to broadcast over (C, H, W).
+
+        t is computed in floating point and may round below the exact value the theorem needs; the
+        rounding margin of its sums (`lipnets.constraints.base.rounding_margin`) keeps T >= W^T W.
+        """
         gram = kernel_gram(kernel_adjoint(self.weight)).abs().sum(dim=(2, 3))
         t = (gram * torch.exp(self.log_q[None, :] - self.log_q[:, None])).sum(dim=1)
-        scale = torch.where(t > 0, 2.0 / t.clamp(min=torch.finfo(t.dtype).tiny), torch.zeros_like(t))
+        length = self.weight.numel() + self.inner_channels * (2 * self.kernel_size - 1) ** 2
+        numerator = 2.0 * (1.0 - rounding_margin(length))
+        scale = torch.where(t > 0, numerator / t.clamp(min=torch.finfo(t.dtype).tiny), torch.zeros_like(t))
         return scale[:, None, None]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -6,8 +6,12 @@ import torch
 from torch import nn
 
 from ..constraints import dense_constraint
+from ..constraints.base import outward
 from ..norms import LAYER_NORMS, as_layer_norm, layer_operator_norm, order
 from .constrained import ConstrainedWeight
+
+ENTRYWISE_NORMS = ("1", "inf", "1-inf", "2-inf")
+"""Operator norms that are monotone in the entries' magnitudes: rounding toward zero never raises them."""
 
 
 class LipschitzLinear(ConstrainedWeight, nn.Linear):
@@ -37,30 +41,36 @@ class LipschitzLinear(ConstrainedWeight, nn.Linear):
         super().__init__(in_features, out_features, bias, device=device, dtype=dtype)
         self.norm = as_layer_norm(norm)
         self.input_norm, self.output_norm = LAYER_NORMS[self.norm]
+        self.rounding_keeps_bound = self.norm in ENTRYWISE_NORMS
         if self.norm == "orthogonal":
             nn.init.orthogonal_(self.weight)
         constraint = dense_constraint(self.norm, lipschitz, vectorwise=vectorwise, rescaling=rescaling)
         self._setup_constraint(constraint, mode)
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
-        return nn.functional.linear(input, self.effective_weight(), self.bias)
+        return nn.functional.linear(input, self.effective_weight(advance=True), self.bias)
 
     def lipschitz_bound(self, input_shape: tuple[int, ...] | None = None) -> float:
-        """The exact operator norm of the effective weight (closed form, or SVD for l2), in float64."""
-        return layer_operator_norm(self.weight, self.norm)
+        """The exact operator norm (closed form, or SVD for l2) of the weight the forward multiplies by,
+        in float64 and rounded up, at most over every precision the layer can run in (autocast, export)."""
+        return self.exact_bound(lambda weight: outward(layer_operator_norm(weight, self.norm), weight.numel()))
 
     def feature_bounds(self, input_shape: tuple[int, ...] | None = None) -> torch.Tensor:
-        """Per input j, ||W e_j|| in the output norm: the exact change of the output per unit of x_j."""
+        """Per input j, ||W e_j|| in the output norm: the exact change of the output per unit of x_j.
+
+        A column norm is monotone in the entries' magnitudes, so it also bounds every copy rounded toward zero.
+        """
         with torch.no_grad():
-            weight = self.weight.detach().to(torch.float64)
-        return torch.linalg.vector_norm(weight, ord=order(self.output_norm or "inf"), dim=0)
+            weight = self.stored_weight().detach().to(torch.float64)
+        norms = torch.linalg.vector_norm(weight, ord=order(self.output_norm or "inf"), dim=0)
+        return norms * (1.0 + 4.0 * self.out_features * torch.finfo(torch.float64).eps)
 
     def lipschitz_cap(self) -> float:
         """The constraint: no weight this layer can produce has an operator norm above it."""
         return self.lipschitz
 
-    def to_plain(self) -> nn.Linear:
-        """An nn.Linear holding the effective (normalised) weight."""
-        return self._bake_into(
-            nn.Linear(self.in_features, self.out_features, self.bias is not None, device=self.weight.device, dtype=self.weight.dtype)
-        )
+    def to_plain(self, dtype: torch.dtype | None = None) -> nn.Linear:
+        """An nn.Linear holding the effective weight, in `dtype` (default: the stored precision) rounded toward zero."""
+        dtype = dtype or self.stored_weight().dtype
+        plain = nn.Linear(self.in_features, self.out_features, self.bias is not None, device=self.weight.device, dtype=dtype)
+        return self._bake_into(plain)

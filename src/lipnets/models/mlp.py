@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import functools
+import math
 from collections.abc import Sequence
 
 from torch import nn
 
+from ..bounds.combine import times
 from ..constraints import check_lipschitz
 from ..layers import LipschitzLinear, make_activation
 from ..norms import as_vector_norm
@@ -35,12 +38,19 @@ def layer_norms(depth: int, input_norm: str, hidden_norm: str | None = None) -> 
 
 
 def layer_constants(depth: int, lipschitz: float, distribute: str) -> list[float]:
-    """Split `lipschitz` over `depth` layers: lambda^(1/m) each ("per-layer") or all on the last ("output")."""
+    """Split `lipschitz` over `depth` layers: lambda^(1/m) each ("per-layer") or all on the last ("output").
+
+    lambda^(1/m) is rounded down until the product of the m constants, rounded up as `bound_of` composes
+    them, is at most lambda: the constraints' product never exceeds the constant in floating point.
+    """
     if distribute not in DISTRIBUTIONS:
         raise ValueError(f"unknown distribute {distribute!r}: choose 'per-layer' or 'output'")
-    if distribute == "per-layer":
-        return [lipschitz ** (1.0 / depth)] * depth
-    return [1.0] * (depth - 1) + [lipschitz]
+    if distribute == "output":
+        return [1.0] * (depth - 1) + [lipschitz]
+    constant = lipschitz ** (1.0 / depth)
+    while functools.reduce(times, [constant] * depth) > lipschitz:
+        constant = math.nextafter(constant, 0.0)
+    return [constant] * depth
 
 
 class LipschitzMLP(nn.Sequential):

@@ -5,23 +5,21 @@ See docs/reference/monotonic.md for the argument, the per-feature constants and 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
-from ..bounds import BoundedModule, bound_of
+from ..bounds import Bound, BoundedModule, GuaranteeError, bound_of
 from ..constraints import check_lipschitz
 from ..validation import as_monotone
 from .mlp import LipschitzMLP
 
-ROUNDING_TOLERANCE = 1e-5
-"""Relative slack for float rounding when comparing the inner bound with lambda."""
 
-
-class MonotonicityError(ValueError):
-    """The inner network's gradient can outweigh the monotonic residual."""
+class MonotonicityError(GuaranteeError):
+    """The inner network's gradient can outweigh the monotonic residual, or the residual itself was tampered with."""
 
 
 class MonotonicWrapper(BoundedModule):
@@ -62,20 +60,35 @@ class MonotonicWrapper(BoundedModule):
         self.register_buffer("monotone", spec.to(dtype))
         self.register_buffer("feature_scale", scale.to(dtype))
         self.verify()
+        self.register_load_state_dict_post_hook(_verify_loaded)
+
+    def _inner(self) -> Bound:
+        return bound_of(self.module, (self.in_features,), name="module")
 
     def inner_bound(self) -> float:
         """The sound bound of g's current weights from the l1 norm (an l_p bound is also an l1 bound)."""
-        return bound_of(self.module, name="module").value
+        return self._inner().value
 
     def verify(self) -> float:
         """Check that g is at most lambda-Lipschitz in l1, now and for every weight its constraints allow.
 
         Returns the current bound of g. Raises MonotonicityError when the constraints' product (the cap)
-        exceeds lambda, even if today's weights happen to be small: training could reach the cap.
+        exceeds lambda, even if today's weights happen to be small: training could reach the cap. The
+        comparison is exact: the constraints normalise slightly below their constants, so that no
+        tolerance is needed (a tolerance above lambda would let g's slope beat the residual). Also
+        refuses a tampered residual: a monotone spec outside {-1, 0, 1} or a non-positive feature scale.
         """
-        inner = bound_of(self.module, name="module")
+        if not bool(
+            torch.isin(self.monotone, torch.tensor([-1.0, 0.0, 1.0], dtype=self.monotone.dtype, device=self.monotone.device)).all()
+        ):
+            raise MonotonicityError(f"the monotone buffer holds {self.monotone.unique().tolist()}; only -1, 0 and +1 are directions")
+        if not bool((torch.isfinite(self.feature_scale) & (self.feature_scale > 0)).all()):
+            raise MonotonicityError(
+                "the feature_scale buffer holds a non-positive, NaN or inf entry: a scale <= 0 reverses or erases a direction"
+            )
+        inner = self._inner()
         worst = max(inner.value, inner.cap)
-        if worst > self.lipschitz * (1.0 + ROUNDING_TOLERANCE):
+        if worst > self.lipschitz:
             what = "its constraints allow" if inner.cap >= inner.value else "its current weights have"
             raise MonotonicityError(
                 f"the inner network is not bounded by the residual slope lambda={self.lipschitz:g} in the l1 norm: "
@@ -84,6 +97,17 @@ class MonotonicWrapper(BoundedModule):
                 f"lambda (LipschitzMLP(lipschitz={self.lipschitz:g}) does this), or raise the wrapper's lipschitz to {worst:.6g}."
             )
         return inner.value
+
+    def check_guarantees(self) -> None:
+        """The monotonic guarantee holds only while `verify` passes: refuse the state otherwise."""
+        self.verify()
+
+    def train(self, mode: bool = True) -> MonotonicWrapper:
+        """Switch train/eval mode; entering eval (after the inner layers' projections) verifies the residual."""
+        super().train(mode)
+        if not mode:
+            self.verify()
+        return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         scaled = x * self.feature_scale
@@ -95,10 +119,12 @@ class MonotonicWrapper(BoundedModule):
         return output + self.lipschitz * residual
 
     def _per_feature(self, inner: float) -> torch.Tensor:
-        """c_i (L_g + lambda max_k |S_ki|) per input i, in float64."""
+        """c_i (L_g + lambda max_k |S_ki|) per input i, in float64, rounded up (two roundings, two ulps)."""
         signs = self.monotone.abs().to(torch.float64)
         largest = signs if signs.dim() == 1 else signs.amax(dim=0)
-        return self.feature_scale.to(torch.float64) * (inner + self.lipschitz * largest)
+        value = self.feature_scale.to(torch.float64) * (inner + self.lipschitz * largest)
+        infinity = torch.full_like(value, math.inf)
+        return torch.nextafter(torch.nextafter(value, infinity), infinity)
 
     def _outer_bound(self, inner: float) -> float:
         return float(self._per_feature(inner).max())
@@ -113,10 +139,15 @@ class MonotonicWrapper(BoundedModule):
 
     def lipschitz_cap(self) -> float:
         """The bound with g at its constraints' cap, which verify() holds at or below lambda."""
-        return self._outer_bound(bound_of(self.module, name="module").cap)
+        return self._outer_bound(self._inner().cap)
 
     def extra_repr(self) -> str:
         return f"lipschitz={self.lipschitz:g}, monotone={self.monotone.to(torch.int64).tolist()}"
+
+
+def _verify_loaded(module: MonotonicWrapper, _keys: object) -> None:
+    """load_state_dict post-hook: a loaded state must keep the residual's guarantee."""
+    module.verify()
 
 
 class MonotonicMLP(MonotonicWrapper):
