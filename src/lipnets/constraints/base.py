@@ -204,7 +204,11 @@ class WeightConstraint(nn.Module, abc.ABC):
         (training, torch.compile, torch.func transforms), always by the same method.
         """
         method = "advance_and_normalize" if advance and self.training and torch.is_grad_enabled() else "normalize"
-        key = None if self.training or torch.compiler.is_compiling() or (torch.is_grad_enabled() and weight.requires_grad) else storage_key(weight)
+        key = (
+            None
+            if self.training or torch.compiler.is_compiling() or (torch.is_grad_enabled() and weight.requires_grad)
+            else storage_key(weight)
+        )
         if key is None:
             if self._cache is not None:
                 self._cache = None

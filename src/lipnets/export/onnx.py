@@ -16,7 +16,7 @@ from torch import nn
 from ..constraints.base import unit_roundoff
 from ..io import atomic_file
 from ..validation import require_extra
-from .plain import precision_of, check_parity, parity_inputs, rounding_tolerance, to_plain
+from .plain import check_parity, parity_inputs, precision_of, rounding_tolerance, to_plain
 
 
 def _example_input(model: nn.Module, dtype: torch.dtype) -> torch.Tensor:
