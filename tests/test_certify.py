@@ -69,9 +69,10 @@ def test_generic_multiclass_factor_follows_the_output_norm() -> None:
         layer = lipnets.LipschitzLinear(3, 3, bias=False, norm=layer_norm, mode="project").double()
         with torch.no_grad():
             layer.weight.copy_(torch.eye(3, dtype=torch.float64))
-        layer.project_()  # the constraint sits a rounding margin below 1 (a few 1e-14 in float64)
-        assert math.isclose(lipnets.lipschitz_bound(layer), 1.0, rel_tol=1e-12)
-        assert torch.allclose(certified_radius(layer, x), gap / factor)
+        layer.project_()  # the constraint sits a rounding margin (float32's, under 1e-6 here) below 1
+        bound = lipnets.lipschitz_bound(layer)
+        assert 1.0 - 1e-6 < bound <= 1.0
+        assert torch.allclose(certified_radius(layer, x), gap / factor, rtol=1e-12)  # logits and bound scale alike
 
 
 def test_certified_accuracy_counts_correct_points_above_eps() -> None:
