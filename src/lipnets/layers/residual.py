@@ -6,7 +6,8 @@ and W^T its exact adjoint, so h keeps the input's shape. The layers differ only 
 - SLL (Araujo et al., "A unified algebraic perspective on Lipschitz neural networks", ICLR 2023,
   Theorem 3): s_i = 2 / t_i with t_i = sum_j |W W^T|_ij q_j / q_i, a diagonal T >= W W^T.
 - CPL (Meunier et al., "A dynamical system perspective for Lipschitz neural networks", ICML 2022,
-  Eq. 9): s = 2 / h for every channel, h an upper bound on ||W||_2^2 (Gram iteration, never an estimate).
+  Eq. 9): s = 2 / h for every channel, h = ||W||_2^2 from Gram iteration (dense, an upper bound) or
+  power iteration (convolutions, as the paper: an estimate, which the reported bound accounts for).
 
 Each reports max(1, 2 ||diag(sqrt(s / 2)) W||^2 - 1), the bound of the Jacobian I - 2 B^T D B
 (lipnets.norms.analytic.residual_bound), with ||B|| measured on the weights and scale the forward uses
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import abc
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -24,7 +26,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..bounds import BoundedModule
-from ..norms import conv_gram_bound, conv_norm_bound, gram_spectral_bound
+from ..constraints.conv import ConvSpectralNorm
+from ..norms import conv_norm_bound, gram_spectral_bound
 from ..norms.analytic import residual_bound
 from ..norms.conv import kernel_adjoint, kernel_gram
 from .conv import check_conv_options
@@ -33,23 +36,39 @@ _CONV = {1: F.conv1d, 2: F.conv2d}
 _CONV_TRANSPOSE = {1: F.conv_transpose1d, 2: F.conv_transpose2d}
 
 
+def inner_map(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: int, padding: int, padding_mode: str
+) -> torch.Tensor:
+    """W x + b: a dense weight (inner, features) or a kernel (inner, channels, k[, k]) with its padding and stride."""
+    spatial = weight.dim() - 2
+    if spatial == 0:
+        return F.linear(x, weight, bias)
+    if padding_mode == "circular":
+        return _CONV[spatial](F.pad(x, (padding,) * (2 * spatial), mode="circular"), weight, bias)
+    return _CONV[spatial](x, weight, bias, stride, padding)
+
+
+def adjoint_map(
+    hidden: torch.Tensor, weight: torch.Tensor, like: torch.Tensor, stride: int, padding: int, padding_mode: str
+) -> torch.Tensor:
+    """W^T hidden, the exact adjoint of `inner_map`, shaped like the input `like`."""
+    spatial = weight.dim() - 2
+    if spatial == 0:
+        return F.linear(hidden, weight.mT)
+    if padding_mode == "circular":
+        return _CONV[spatial](F.pad(hidden, (padding,) * (2 * spatial), mode="circular"), kernel_adjoint(weight))
+    # the last (n + 2p - k) mod s inputs are read by windows that a plain transposed convolution would crop
+    extra = [(like.size(2 + axis) + 2 * padding - weight.size(2 + axis)) % stride for axis in range(spatial)] if stride > 1 else 0
+    return _CONV_TRANSPOSE[spatial](hidden, weight, None, stride, padding, extra)
+
+
 def residual_forward(
     x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, scale: torch.Tensor, stride: int, padding: int, padding_mode: str
 ) -> torch.Tensor:
-    """x - W^T (s * relu(W x + b)) for a dense weight (inner, features) or a kernel (inner, channels, k[, k])."""
-    spatial = weight.dim() - 2
-    if spatial == 0:
-        return x - F.linear(torch.relu(F.linear(x, weight, bias)) * scale, weight.mT)
-    conv, shape = _CONV[spatial], (-1, *([1] * spatial))
-    if padding_mode == "circular":
-        pad = (padding,) * (2 * spatial)
-        hidden = torch.relu(conv(F.pad(x, pad, mode="circular"), weight, bias)) * scale.view(shape)
-        return x - conv(F.pad(hidden, pad, mode="circular"), kernel_adjoint(weight))
-    hidden = torch.relu(conv(x, weight, bias, stride, padding)) * scale.view(shape)
-    back = _CONV_TRANSPOSE[spatial](hidden, weight, None, stride, padding)
-    if stride > 1:  # the last (n + 2p - k) mod s inputs are read by no window: their adjoint is 0
-        back = F.pad(back, [item for axis in range(spatial, 0, -1) for item in (0, x.size(-axis) - back.size(-axis))])
-    return x - back
+    """x - W^T (s * relu(W x + b)), s one factor per inner channel."""
+    hidden = torch.relu(inner_map(x, weight, bias, stride, padding, padding_mode))
+    hidden = hidden * (scale if weight.dim() == 2 else scale.view(-1, *([1] * (weight.dim() - 2))))
+    return x - adjoint_map(hidden, weight, x, stride, padding, padding_mode)
 
 
 class PlainResidual(nn.Module):
@@ -202,20 +221,73 @@ class _SLL(_Residual):
         return torch.where(t > 0, 2.0 / t.clamp(min=torch.finfo(t.dtype).tiny), torch.zeros_like(t))
 
 
-class _CPL(_Residual):
-    """CPL: s = 2 / h for every channel, h the Gram-iteration upper bound of ||W||_2^2 over every input size."""
+REFINE_STEPS = 100
+"""Power-iteration steps run when a layer whose scale is estimated enters eval mode."""
+
+
+def spectral_estimator(kernel: torch.Tensor, stride: int, padding: int, input_size: Sequence[int] | None) -> ConvSpectralNorm:
+    """Power iteration on the DFT blocks of a kernel (ConvSpectralNorm's), on the circular grid that
+    `lipnets.norms.conv_norm_bound` measures for `input_size` (n + 2p per dimension), so that the converged
+    estimate is the norm the reported bound is computed with; on a 32-point grid without an input size."""
+    spatial = kernel.dim() - 2
+    grid = None if input_size is None else [int(n) + 2 * padding for n in input_size]
+    if grid is not None and (len(grid) != spatial or min(grid) <= 2 * padding):
+        raise ValueError(f"input_size must give {spatial} positive spatial sizes, got {input_size!r}")
+    estimator = ConvSpectralNorm(1.0, kernel.shape[1], (stride,) * spatial, grid=grid)
+    estimator.warm_up(kernel.detach(), 50)
+    return estimator
+
+
+class EstimatedNorm(nn.Module, abc.ABC):
+    """Mixin of layers that scale a kernel by a power-iteration estimate of its norm (`estimator`).
+
+    The estimate never exceeds the norm; it advances once per training forward with gradients, and to
+    convergence when the layer enters eval mode, so the evaluated, exported and certified function uses a
+    converged estimate. The reported bound uses the exact norm of what results.
+    """
+
+    estimator: ConvSpectralNorm | None
+
+    @abc.abstractmethod
+    def estimated_kernel(self) -> torch.Tensor:
+        """The kernel whose norm the estimator follows."""
+
+    def train(self, mode: bool = True) -> EstimatedNorm:
+        """Switch train/eval mode; entering eval converges the power iteration."""
+        entering_eval = self.training and not mode
+        super().train(mode)
+        if entering_eval and self.estimator is not None:
+            self.estimator.warm_up(self.estimated_kernel().detach(), REFINE_STEPS)
+        return self
+
+
+class _CPL(EstimatedNorm, _Residual):
+    """CPL: s = 2 / h for every channel, h = ||W||_2^2: Gram iteration for dense weights (an upper bound), power
+    iteration for convolutions (as the paper: an estimate, so while training moves faster than the iteration
+    follows the bound exceeds 1 by what the weights show; exact once converged for the `input_size` given)."""
 
     gram_iterations = 6
 
-    def scale(self) -> torch.Tensor:
-        """2 / h, h >= ||W||^2 (Delattre et al., "Efficient bound of Lipschitz constant for convolutional layers
-        by Gram iteration", ICML 2023), differentiable, so the layer is 1-Lipschitz without power iteration."""
-        if self._spatial == 0:
-            sigma = gram_spectral_bound(self.weight, self.gram_iterations)
+    def __init__(self, *args: Any, input_size: Sequence[int] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self._spatial:
+            self.estimator = spectral_estimator(self.weight, self.stride, self.padding, input_size)
+        elif input_size is not None:
+            raise ValueError("input_size is for convolutional CPL layers: a dense layer's norm comes from Gram iteration")
         else:
-            sigma = conv_gram_bound(self.weight, min(self.gram_iterations, 4))
-        h = (sigma * sigma).clamp(min=torch.finfo(self.weight.dtype).tiny)
-        return (2.0 / h).expand(self.inner_channels)
+            self.estimator = None
+
+    def estimated_kernel(self) -> torch.Tensor:
+        return self.weight
+
+    def scale(self) -> torch.Tensor:
+        """2 / ||W||^2 for every inner channel (Meunier et al., ICML 2022, Eq. 9)."""
+        sigma = gram_spectral_bound(self.weight, self.gram_iterations) if self.estimator is None else self.estimator.sigma(self.weight)
+        return (2.0 / (sigma * sigma).clamp(min=torch.finfo(self.weight.dtype).tiny)).expand(self.inner_channels)
+
+    def lipschitz_cap(self) -> float:
+        """1 for dense layers (Gram iteration bounds ||W||); inf for convolutions, whose h is an estimate."""
+        return 1.0 if self.estimator is None else math.inf
 
 
 class SLLLinear(_SLL):

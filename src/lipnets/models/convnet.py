@@ -50,7 +50,7 @@ class LipschitzConvNet(nn.Sequential):
         *,
         depth: int = 3,
         width: int = 32,
-        layer: str = "orthogonal",
+        layer: str = "sll",
         activation: str = "groupsort",
         kernel_size: int = 3,
         strides: Sequence[int] | None = None,
@@ -80,7 +80,8 @@ class LipschitzConvNet(nn.Sequential):
         for index, stride in enumerate(strides):
             if layer in RESIDUAL and index > 0:
                 block = RESIDUAL[layer][0 if len(size) == 2 else 1]
-                layers.append(block(width, kernel_size=kernel_size, padding_mode=padding_mode))
+                sized = {"input_size": size} if layer == "cpl" else {}  # power iteration on the size it sees
+                layers.append(block(width, kernel_size=kernel_size, padding_mode=padding_mode, **sized))
                 continue
             if layer in ORTHOGONAL:
                 if stride > 1:
@@ -89,7 +90,7 @@ class LipschitzConvNet(nn.Sequential):
                     layers.append(InvertibleDownsampling(stride))
                     channels, size = channels * stride * stride, tuple(n // stride for n in size)
                 if layer == "soc":
-                    layers.append(SOCConv2d(channels, width, kernel_size))
+                    layers.append(SOCConv2d(channels, width, kernel_size, input_size=size))
                 else:
                     layers.append(CayleyConv2d(channels, width, kernel_size, size))
             else:

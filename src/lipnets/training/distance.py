@@ -47,7 +47,10 @@ class LpSchedule:
 
     def p(self, epoch: int) -> float:
         """The p of `epoch` (0-based)."""
-        share = epoch / self.epochs
+        return self.at(epoch / self.epochs)
+
+    def at(self, share: float) -> float:
+        """The p once `share` (in [0, 1]) of the training is done: for budgets in time rather than epochs."""
         if share >= self.finish:
             return math.inf
         if share <= self.hold:
