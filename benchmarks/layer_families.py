@@ -16,18 +16,20 @@ radius); l2 models' l_inf radii are their l2 radii / sqrt(d). Anchors are certif
 their declared radius (top-1 margin / sqrt 2 for a declared constant 1) and the sound radius from the
 exact norms of their exported layers (lipnets.norms): the reading most favourable to them. PGD (l2 and
 l_inf, 20 steps, 2 restarts) at 0.999 x every radius attacks every certificate on the test points.
-The trained models are certified and attacked in float64: in float32 a top-1 margin of a few units in
+The trained models are certified and attacked in float64 (orthogonium's in float32, which its
+parametrizations require): in float32 a top-1 margin of a few units in
 the last place is within the forward's rounding, and PGD then flips near-ties inside their (tiny)
 radii by rounding alone (seen on an l_inf-distance net after 0.3 s of training: margin 4e-6).
 orthogonium has 2-d convolutions only, so on MNIST-1D it takes part with its dense layers.
 
-    OMP_NUM_THREADS=1 flock /tmp/lipnets-bench.lock nice .venv/bin/python benchmarks/layer_families.py   # about 1.5 h of CPU
+    OMP_NUM_THREADS=1 flock /tmp/lipnets-bench.lock nice .venv/bin/python benchmarks/layer_families.py   # about 45 min of CPU
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/layer_families.py --quick                               # a smoke run
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import itertools
 import math
 import statistics
@@ -67,6 +69,8 @@ GRID_LR = (3e-3, 1e-2)
 CONV = {"digits": {"kernel_size": 3, "strides": (1, 1, 1)}, "mnist1d": {"kernel_size": 5, "strides": (1, 2, 2)}}
 """The convolutional settings of benchmarks/certify_images.py; residual families downsample in their stem instead."""
 WIDTH, HIDDEN = 32, 128
+QUICK_MODELS = ("default", "dense sll", "SortNet", "deel-torchlip dense", "orthogonium conv AOL")
+"""--quick runs one model of each kind on 64 test points: the smoke test of the script."""
 
 
 @dataclass
@@ -168,7 +172,7 @@ def orthogonium_dense(shape: tuple[int, ...]) -> nn.Module:
 def entries(dataset: str) -> list[Entry]:
     """Every model of the benchmark for `dataset` (2-d families only on the 8x8 digits)."""
     two_d = dataset == "digits"
-    conv_layers = ["orthogonal", "aol", "sll", "cpl"] + (["soc", "cayley"] if two_d else [])
+    conv_layers = ["cpl", "soc", "cayley"] if two_d else ["sll", "cpl"]  # on digits the default is the sll net
     models = [Entry("lipnets LipschitzConvNet() default", "lipnets", "2", lambda shape: lipnets.LipschitzConvNet(shape[0], 10, shape[1:]))]
     models += [Entry(f"lipnets conv {layer}", "lipnets", "2", lipnets_conv(layer, "groupsort", dataset)) for layer in conv_layers]
     models.append(Entry("lipnets conv sll + spline", "lipnets", "2", lipnets_conv("sll", "spline", dataset)))
@@ -356,7 +360,8 @@ def select(
 ) -> tuple[dict, list[dict]]:
     """The grid point with the best validation score (mean of clean and certified accuracies in the model's own norm)."""
     rows = []
-    for lr, margin in itertools.product(GRID_LR, GRID_MARGIN[dataset]):
+    grid = list(itertools.product(GRID_LR, GRID_MARGIN[dataset]))
+    for lr, margin in grid[:1] if args.quick else grid:
         model = build(entry, tuple(fit[0].shape[1:]), 0)
         train(entry, model, *fit, lr, margin, args.grid_budget, 0, args.batch_size)
         row = {"model": entry.name, "lr": lr, "margin": margin}
@@ -377,7 +382,7 @@ def final(entry: Entry, best: dict, splits: list[tuple[torch.Tensor, ...]], data
     for seed, (train_x, train_y, test_x, test_y) in enumerate(splits):
         model = build(entry, tuple(train_x.shape[1:]), seed)
         speeds.append(train(entry, model, train_x, train_y, best["lr"], best["margin"], args.budget, seed, args.batch_size))
-        model, test_x = model.double(), test_x.double()  # certified and attacked in float64: see the module docstring
+        model, test_x = in_float64(model, test_x)
         results.append(score(entry, model, test_x, test_y, dataset))
         l2, linf, _ = radii(entry, model, test_x)
         flipped += flips(model, test_x, l2, "2", args.attack_steps) + flips(model, test_x, linf, "inf", args.attack_steps)
@@ -400,6 +405,18 @@ def final(entry: Entry, best: dict, splits: list[tuple[torch.Tensor, ...]], data
     return row
 
 
+def in_float64(model: nn.Module, x: torch.Tensor) -> tuple[nn.Module, torch.Tensor]:
+    """The model and inputs in float64 for certification and attacks (module docstring), where the library allows:
+    orthogonium's parametrizations normalise in float32 only, so its models stay in float32."""
+    try:
+        wide = copy.deepcopy(model).double()
+        with torch.no_grad():
+            wide(x[:1].double())
+    except RuntimeError:
+        return model, x
+    return wide, x.double()
+
+
 def datasets(dataset: str, seeds: int, quick: bool) -> list[tuple[torch.Tensor, ...]]:
     """Per seed (train_x, train_y, test_x, test_y): digits resplit per seed; MNIST-1D's own split for every seed."""
     if dataset == "digits":
@@ -408,7 +425,7 @@ def datasets(dataset: str, seeds: int, quick: bool) -> list[tuple[torch.Tensor, 
             tuple(train_test_split(x, y, test_size=0.3, random_state=seed, stratify=y)[i] for i in (0, 2, 1, 3)) for seed in range(seeds)
         ]
     (train_x, train_y), (test_x, test_y) = load_mnist1d(num_samples=1000 if quick else 5000, seed=42)
-    return [(train_x, train_y, test_x, test_y)] * seeds
+    return [(train_x, train_y, test_x[:64] if quick else test_x, test_y[:64] if quick else test_y)] * seeds
 
 
 def formatted(row: dict) -> dict:
@@ -442,7 +459,8 @@ def run(dataset: str, args) -> tuple[list[str], list[dict]]:
     train_x, train_y = splits[0][0], splits[0][1]
     fit_x, val_x, fit_y, val_y = train_test_split(train_x, train_y, test_size=0.2, random_state=0, stratify=train_y)
     rows, grid = [], []
-    chosen = [e for e in entries(dataset) if not args.only or any(word in e.name for word in args.only)]
+    only = QUICK_MODELS if args.quick and not args.only else args.only
+    chosen = [e for e in entries(dataset) if not only or any(word in e.name for word in only)]
     for entry in chosen:
         best, points = select(entry, (fit_x, fit_y), (val_x, val_y), dataset, args)
         grid += points
@@ -473,18 +491,18 @@ def main(argv: list[str] | None = None) -> dict[str, list[dict]]:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--attack-steps", type=int, default=20)
     parser.add_argument("--only", nargs="*", default=[], help="run the models whose name contains one of these words")
-    parser.add_argument("--quick", action="store_true", help="0.3 CPU s per run, 2 seeds, fewer MNIST-1D samples: a smoke test")
+    parser.add_argument("--quick", action="store_true", help="a few models, one grid point, 0.3 CPU s per run, one seed, 64 test points")
     parser.add_argument("--no-write", action="store_true", help="do not write benchmarks/results/layer_families.md")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     tables, results = [], {}
     for dataset in args.datasets:
-        budget, grid_budget = {"digits": (15.0, 3.0), "mnist1d": (25.0, 4.0)}[dataset]
+        budget, grid_budget = {"digits": (12.0, 3.0), "mnist1d": (20.0, 4.0)}[dataset]
         options = argparse.Namespace(**vars(args))
         options.budget = budget if args.budget is None else args.budget
         options.grid_budget = grid_budget if args.grid_budget is None else args.grid_budget
         if args.quick:
-            options.budget, options.grid_budget, options.seeds, options.attack_steps = 0.3, 0.2, 2, 3
+            options.budget, options.grid_budget, options.seeds, options.attack_steps = 0.3, 0.2, 1, 3
         dataset_tables, results[dataset] = run(dataset, options)
         tables += dataset_tables
         print("\n\n".join(dataset_tables) + "\n", flush=True)
