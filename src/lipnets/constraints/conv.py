@@ -24,11 +24,11 @@ class ConvSpectralNorm(WeightConstraint):
     """K / max(1, sigma / lambda), sigma from power iteration on the strided circular convolution.
 
     The singular vectors (one per frequency block of `conv_symbol` on a POWER_GRID grid) are a
-    persistent buffer advanced `power_iterations` times per training forward (Miyato et al.). Power iteration approaches sigma from
+    persistent buffer advanced `power_iterations` times per training forward (Miyato et al., ICLR 2018). Power iteration approaches sigma from
     below, so it only drives training: the layer reports the exact bound of the result. `project`
-    divides by the Gram-iteration bound (Delattre et al. 2024), which never underestimates. `grid`
-    replaces the POWER_GRID grid (rounded up to multiples of the stride), e.g. by the grid on which
-    lipnets.norms.conv_norm_bound measures a given input size.
+    divides by the Gram-iteration bound (after Delattre et al., ICML 2023; docs/reference/convolutions.md), which never
+    underestimates. `grid` replaces the POWER_GRID grid (rounded up to multiples of the stride), e.g. by the grid on
+    which lipnets.norms.conv_norm_bound measures a given input size.
     """
 
     def __init__(
@@ -127,7 +127,7 @@ class ReshapedKernelOrthogonal(WeightConstraint):
 
 
 class ConvAOL(WeightConstraint):
-    """AOL (Prach & Lampert 2022): lambda K diag(d), d_i = (sum_j,b |K^T K|_ij[b])^(-1/2); no iteration.
+    """AOL (Prach and Lampert, ECCV 2022, Theorem 1): lambda K diag(d), d_i = (sum_j,b |K^T K|_ij[b])^(-1/2); no iteration.
 
     1-Lipschitz (times lambda) by construction for zero padding, any stride and input size.
     """
