@@ -290,11 +290,8 @@ class _CPL(EstimatedNorm, _Residual):
         return 1.0 if self.estimator is None else math.inf
 
 
-class SLLLinear(_SLL):
-    """Dense SLL: h(x) = x - 2 W T^-1 relu(W^T x + b), 1-Lipschitz in l2 (Araujo et al., ICLR 2023, Theorem 3).
-
-    `features` in and out; `inner_features` (default `features`) is the width of the ReLU branch.
-    """
+class _Dense(_Residual):
+    """The dense signature: `features` in and out, `inner_features` (default `features`) in the ReLU branch."""
 
     def __init__(
         self,
@@ -305,6 +302,13 @@ class SLLLinear(_SLL):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__(features, inner_features, device=device, dtype=dtype)
+
+
+class SLLLinear(_Dense, _SLL):
+    """Dense SLL: h(x) = x - 2 W T^-1 relu(W^T x + b), 1-Lipschitz in l2 (Araujo et al., ICLR 2023, Theorem 3).
+
+    `features` in and out; `inner_features` (default `features`) is the width of the ReLU branch.
+    """
 
 
 class SLLConv1d(_SLL):
@@ -328,18 +332,8 @@ SLLBlock = SLLConv2d
 """The name SLLConv2d had before 1-d, dense and strided SLL layers existed."""
 
 
-class CPLLinear(_CPL):
+class CPLLinear(_Dense, _CPL):
     """Dense convex potential layer: x - (2 / h) W^T relu(W x + b), h >= ||W||^2 (Meunier et al., ICML 2022)."""
-
-    def __init__(
-        self,
-        features: int,
-        inner_features: int | None = None,
-        *,
-        device: torch.device | str | None = None,
-        dtype: torch.dtype | None = None,
-    ) -> None:
-        super().__init__(features, inner_features, device=device, dtype=dtype)
 
 
 class CPLConv1d(_CPL):
