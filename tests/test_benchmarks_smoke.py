@@ -14,6 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = {
     "certify": ["benchmarks/certify.py", "--quick", "--no-write"],
     "certify_images": ["benchmarks/certify_images.py", "--quick", "--no-write"],
+    "layer_families": ["benchmarks/layer_families.py", "--quick", "--no-write"],
     "monotonic_tabular": ["benchmarks/monotonic_tabular.py", "--quick", "--no-write"],
     "one_class": ["benchmarks/one_class.py", "--quick", "--no-write"],
     "wasserstein": ["benchmarks/wasserstein.py", "--quick", "--no-write"],
