@@ -42,7 +42,7 @@ import lipnets
 from helpers import jacobian_at, matmul_weights, matrix_norm
 from lipnets.bounds import GuaranteeError, bound_of
 from lipnets.layers import ConstrainedWeight, plain_twin
-from lipnets.layers.conv import SLLBlock
+from lipnets.layers import SLLBlock
 from lipnets.models import MonotonicityError
 
 Family = Callable[[random.Random], tuple[nn.Module, tuple[int, ...]]]

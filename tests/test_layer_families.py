@@ -130,7 +130,7 @@ def test_bound_dominates_the_exact_constant_in_every_state(name: str) -> None:
 def test_export_is_plain_and_equal(name: str) -> None:
     layer, shape = trained(name)
     x = torch.randn(6, *shape, dtype=torch.float64)
-    plain = to_plain(nn.Sequential(layer), check_input=x, atol=1e-10)
+    plain = to_plain(nn.Sequential(layer), check_input=x)
     assert "lipnets" not in plain.code
     assert all(type(module).__module__.startswith("torch.") for module in plain.modules())
 
@@ -296,4 +296,4 @@ def test_onnx_export_of_the_families(tmp_path) -> None:
         SandwichLinear(8, 6),
         lipnets.SortNetLinear(6, 3),
     ).eval()
-    to_onnx(model, tmp_path / "families.onnx", example_input=torch.randn(2, 1, 4, 4), atol=1e-4)
+    to_onnx(model, tmp_path / "families.onnx", example_input=torch.randn(2, 1, 4, 4))  # parity within the rounding tolerance
