@@ -1,6 +1,6 @@
 """The bound protocol and the composition of sound bounds through a model."""
 
-from .compose import bound_of, feature_bounds, lipschitz_bound, tracked_norms
+from .compose import bound_of, feature_bounds, lipschitz_bound, monotone_signs, tracked_norms
 from .protocol import Bound, BoundedModule, FixedBound, NormChainError, UntrackedModuleError
 
 __all__ = [
@@ -12,5 +12,6 @@ __all__ = [
     "bound_of",
     "feature_bounds",
     "lipschitz_bound",
+    "monotone_signs",
     "tracked_norms",
 ]
