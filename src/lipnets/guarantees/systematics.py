@@ -169,7 +169,9 @@ def threshold_for_rate(model: nn.Module, background: ArrayLike, rate: float, *, 
     rows = check_features(rows, rows.shape[-1] if rows.dim() == 2 else 0).to(device)
     if len(rows) == 0:
         raise ValueError("background is empty: a working point needs background rows")
-    share = as_weights(weights, len(rows), torch.empty(0, dtype=torch.float64, device=device))
+    # counts are exact in float64; event weights are compared after normalisation
+    share = torch.ones(len(rows), dtype=torch.float64, device=device) if weights is None else as_weights(weights, len(rows), rows.double())
+    allowed = rate * len(rows) if weights is None else rate
     was_training = model.training
     model.eval()
     try:
@@ -178,5 +180,5 @@ def threshold_for_rate(model: nn.Module, background: ArrayLike, rate: float, *, 
         model.train(was_training)
     values, inverse = torch.unique(scores, sorted=True, return_inverse=True)
     mass = torch.zeros_like(values).scatter_add_(0, inverse, share)
-    above = mass.flip(0).cumsum(0).flip(0) - mass  # the share kept at threshold values[j]: scores strictly above it
-    return float(values[torch.nonzero(above <= rate).flatten()[0]])
+    above = mass.flip(0).cumsum(0).flip(0) - mass  # what threshold values[j] keeps: the rows strictly above it
+    return float(values[torch.nonzero(above <= allowed).flatten()[0]])

@@ -1,0 +1,181 @@
+"""Certified systematic bands hold at the worst case: corners, adversarial shifts inside the box, random shifts.
+
+For every shift of every row within its tolerance box, the efficiency at the working point must lie in
+[low, high], and only rows marked flippable may change their decision.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import pytest
+import torch
+
+import lipnets
+from helpers import train_steps
+from lipnets import MonotonicityError
+from lipnets.sklearn import MonotonicClassifier
+
+
+@functools.cache
+def _monotonic() -> torch.nn.Module:
+    torch.manual_seed(0)
+    model = lipnets.MonotonicMLP(4, [1, 0, -1, 1], (16, 16), lipschitz=2.0, feature_scale=[1.0, 2.0, 0.5, 1.0])
+    x = torch.randn(400, 4)
+    train_steps(model, x, 3 * torch.tanh(x[:, :1] - x[:, 2:3]) + torch.sin(4 * x[:, 1:2]), steps=60, lr=0.03)
+    return model.eval()
+
+
+@functools.cache
+def _lipschitz() -> torch.nn.Module:
+    torch.manual_seed(1)
+    model = lipnets.LipschitzMLP(4, 1, (16, 16), lipschitz=3.0)
+    x = torch.randn(400, 4)
+    train_steps(model, x, torch.sin(2 * x[:, :1]) * x[:, 1:2], steps=60, lr=0.03)
+    return model.eval()
+
+
+def _rows() -> torch.Tensor:
+    return torch.randn(600, 4, generator=torch.Generator().manual_seed(5))
+
+
+def _kept(model: torch.nn.Module, x: torch.Tensor, threshold: float) -> torch.Tensor:
+    with torch.no_grad():
+        return model(x)[:, 0] > threshold
+
+
+def _box_attack(model: torch.nn.Module, x: torch.Tensor, delta: torch.Tensor, direction: float, steps: int = 40) -> torch.Tensor:
+    """Projected sign-gradient steps inside the box |t_i| <= delta_i pushing every score down (-1) or up (+1)."""
+    best = x.clone()
+    with torch.no_grad():
+        best_score = model(x)[:, 0] * direction
+    for start in (torch.zeros_like(x), torch.rand(x.shape, generator=torch.Generator().manual_seed(3)) * 2 - 1):
+        unit = start.clone().requires_grad_(True)
+        for _ in range(steps):
+            score = model(x + delta * unit)[:, 0] * direction
+            (gradient,) = torch.autograd.grad(score.sum(), unit)
+            with torch.no_grad():
+                unit += 0.1 * gradient.sign()
+                unit.clamp_(-1, 1)
+                candidate = model(x + delta * unit)[:, 0] * direction
+                better = candidate > best_score
+                best[better] = (x + delta * unit)[better]
+                best_score = torch.where(better, candidate, best_score)
+    return best
+
+
+@pytest.mark.parametrize("name", ["monotonic", "lipschitz"])
+def test_band_contains_the_efficiency_of_every_shifted_sample(name: str) -> None:
+    model = _monotonic() if name == "monotonic" else _lipschitz()
+    x = _rows()
+    tolerances = torch.tensor([0.3, 0.1, 0.2, 0.05])
+    threshold = float(model(x)[:, 0].median().detach())
+    band = lipnets.systematic_band(model, x, tolerances, threshold)
+    assert band.low <= band.nominal <= band.high and band.width > 0
+    nominal = _kept(model, x, threshold)
+    shifted = [
+        _box_attack(model, x, tolerances, -1.0),
+        _box_attack(model, x, tolerances, +1.0),
+        *(x + tolerances * torch.sign(torch.randn(x.shape)) for _ in range(10)),  # random corners
+        *(x + tolerances * (torch.rand(x.shape) * 2 - 1) for _ in range(10)),  # random shifts
+    ]
+    for sample in shifted:
+        kept = _kept(model, sample, threshold)
+        assert band.low <= float(kept.double().mean()) <= band.high
+        assert not (kept != nominal)[~band.flippable].any()  # only flippable rows ever change
+    # the attacks reach the band's edges only as far as the model allows; for monotone features the corner is exact
+    assert band.low <= float(_kept(model, shifted[0], threshold).double().mean())
+
+
+class _BoundsOnly(lipnets.BoundedModule):
+    """A model that reports its per-feature bounds but promises no monotone direction."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    def lipschitz_bound(self, input_shape: tuple[int, ...] | None = None) -> float:
+        return lipnets.lipschitz_bound(self.model)
+
+    def feature_bounds(self, input_shape: tuple[int, ...] | None = None) -> torch.Tensor:
+        return lipnets.feature_bounds(self.model, (4,))
+
+
+def test_monotone_features_are_exact_at_the_corners() -> None:
+    model = _monotonic()
+    x = _rows()
+    tolerances = torch.tensor([0.3, 0.0, 0.2, 0.05])  # no shift of the free feature: the band is exact
+    threshold = float(model(x)[:, 0].detach().quantile(0.7))
+    band = lipnets.systematic_band(model, x, tolerances, threshold)
+    signs = torch.tensor([1.0, 0.0, -1.0, 1.0])
+    assert band.low == pytest.approx(float(_kept(model, x - signs * tolerances, threshold).double().mean()), abs=1e-12)
+    assert band.high == pytest.approx(float(_kept(model, x + signs * tolerances, threshold).double().mean()), abs=1e-12)
+    # the same function with only its per-feature bounds known (no monotone directions) gets a wider band
+    wide = lipnets.systematic_band(_BoundsOnly(model), x, tolerances, threshold)
+    assert wide.low <= band.low and wide.high >= band.high and wide.width > band.width
+
+
+def test_band_in_table_units_per_row_tolerances_and_weights() -> None:
+    rng = np.random.default_rng(0)
+    income = rng.uniform(1e4, 1e5, 500)
+    age = rng.uniform(20, 70, 500)
+    x = np.stack([income, age], axis=1)
+    y = (income / 1e4 + np.sin(age / 5) + rng.normal(0, 1, 500) > 5).astype(int)
+    classifier = MonotonicClassifier([1, 0], hidden=(8, 8), epochs=5, random_state=0).fit(x, y)
+    model = classifier.model_
+    threshold = 0.0
+    absolute = lipnets.systematic_band(model, x, [1000.0, 2.0], threshold)
+    relative = lipnets.systematic_band(model, x, np.abs(x) * [0.01, 0.0], threshold)  # income known to 1%
+    weights = rng.uniform(0, 2, 500)
+    weighted = lipnets.systematic_band(model, x, [1000.0, 2.0], threshold, weights=weights)
+    for band, sample_weights in ((absolute, None), (relative, None), (weighted, weights)):
+        assert band.low <= band.nominal <= band.high
+        share = np.full(500, 1 / 500) if sample_weights is None else sample_weights / sample_weights.sum()
+        torch.testing.assert_close(band.nominal, float(share @ (classifier.decision_function(x) > threshold)), rtol=0, atol=1e-9)
+    shift = x + np.array([1000.0, 2.0]) * np.sign(rng.normal(size=x.shape))
+    kept = float((classifier.decision_function(shift) > threshold).mean())
+    assert absolute.low <= kept <= absolute.high
+
+
+def test_working_point_keeps_at_most_the_rate() -> None:
+    model = _monotonic()
+    background = torch.randn(5000, 4, generator=torch.Generator().manual_seed(9))
+    for rate in (0.001, 0.01, 0.1, 0.5):
+        threshold = lipnets.threshold_for_rate(model, background, rate)
+        scores = model(background)[:, 0].detach().double()
+        assert float((scores > threshold).double().mean()) <= rate
+        # the next lower score would keep more than the rate: the working point is as loose as allowed
+        lower = scores[scores < threshold].max()
+        assert float((scores > lower).double().mean()) > rate
+    tied = torch.zeros(100, 4)
+    assert lipnets.threshold_for_rate(model, tied, 0.5) == float(model(tied)[0, 0].detach())
+
+
+def test_bad_inputs_get_clear_errors() -> None:
+    model = _monotonic()
+    x = _rows()
+    with pytest.raises(ValueError, match=">= 0"):
+        lipnets.systematic_band(model, x, [0.1, -0.1, 0.0, 0.0], 0.0)
+    with pytest.raises(ValueError, match="one shift per feature"):
+        lipnets.systematic_band(model, x, [0.1, 0.1], 0.0)
+    with pytest.raises(ValueError, match="NaN or inf"):
+        lipnets.systematic_band(model, x * float("nan"), [0.1] * 4, 0.0)
+    with pytest.raises(ValueError, match="finite"):
+        lipnets.systematic_band(model, x, [0.1] * 4, float("inf"))
+    with pytest.raises(ValueError, match="one score per"):
+        lipnets.systematic_band(lipnets.LipschitzMLP(4, 2, (4,)), x, [0.1] * 4, 0.0)
+    with pytest.raises(ValueError, match="rate"):
+        lipnets.threshold_for_rate(model, x, 1.5)
+
+
+def test_a_model_whose_constraints_no_longer_hold_is_refused() -> None:
+    model = lipnets.MonotonicMLP(3, [1, 1, 0], (8, 8), mode="project")
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.mul_(50.0)  # an optimizer step without project_(): the residual no longer dominates
+    with pytest.raises(MonotonicityError):
+        lipnets.systematic_band(model, torch.randn(10, 3), [0.1, 0.1, 0.1], 0.0)
