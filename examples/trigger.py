@@ -94,7 +94,9 @@ def simulate(n: int, seed: int, mix: dict[str, float] | None = None) -> dict:
     train_background = trigger.background(len(train_signal), seed=seed * 1000 + 100, mix=mix).features
     X = trigger.log_features(np.concatenate([train_signal, train_background]))
     y = np.r_[np.ones(len(train_signal)), np.zeros(len(train_background))].astype(np.float32)
-    tests = {decay: trigger.log_features(trigger.signal(n // 4, decay, seed=seed * 1000 + 200 + i).features) for i, decay in enumerate(decays)}
+    tests = {
+        decay: trigger.log_features(trigger.signal(n // 4, decay, seed=seed * 1000 + 200 + i).features) for i, decay in enumerate(decays)
+    }
     flat = trigger.signal(n, FLAT_DECAY, seed=seed * 1000 + 300, lifetime=(0.0, float(LIFETIME_BINS[-1])))
     return {
         "X": X,
@@ -292,7 +294,11 @@ def main(argv: list[str] | None = None) -> int:
     ]
     sections.append(format_table(rows, title=f"Fig. 6-like: four features, {OUTPUT_RATE:.0%} background rate"))
     per_decay = [
-        {"decay": decay, "tau [ps]": trigger.DECAYS[decay].lifetime, **{name: result["per_decay"][decay] for name, result in results.items()}}
+        {
+            "decay": decay,
+            "tau [ps]": trigger.DECAYS[decay].lifetime,
+            **{name: result["per_decay"][decay] for name, result in results.items()},
+        }
         for decay in trigger.DECAYS
     ]
     sections.append(format_table(per_decay, title="Efficiency per decay (four features)"))
@@ -300,7 +306,9 @@ def main(argv: list[str] | None = None) -> int:
     # Certified systematic band of the monotonic network
     bound = lipnets.lipschitz_bound(models["monotonic Lipschitz NN"])
     sections.append(
-        format_table(systematic_rows(models["monotonic Lipschitz NN"], data), title="Certified band of the monotonic NN under the systematics")
+        format_table(
+            systematic_rows(models["monotonic Lipschitz NN"], data), title="Certified band of the monotonic NN under the systematics"
+        )
         + "\n\nSystematics (each a scale factor, a shift of log10(1 + eps) in the model's log10 inputs): "
         + "; ".join(SYSTEMATICS)
         + f". Sound Lipschitz bound of the monotonic network (l1 in log10 units -> logit): {bound:.4g}."
@@ -320,7 +328,13 @@ def main(argv: list[str] | None = None) -> int:
         ]
     )
     argv_used = list(argv if argv is not None else sys.argv[1:])
-    text = benchmark_record("Simulated LHCb trigger (Kitouni, Nolte and Williams 2023, Section 4, Figs. 4-6)", "examples/trigger.py", argv_used, body, f"lightgbm {lgb.__version__}")
+    text = benchmark_record(
+        "Simulated LHCb trigger (Kitouni, Nolte and Williams 2023, Section 4, Figs. 4-6)",
+        "examples/trigger.py",
+        argv_used,
+        body,
+        f"lightgbm {lgb.__version__}",
+    )
     print(text)
     plt.close("all")
     if not args.no_write and not args.quick:
@@ -334,12 +348,16 @@ def diagnose(data: dict, args: argparse.Namespace, epochs: int, trees: int, n: i
     """The monotone model's loss against the unconstrained one: the data (background composition) or the model?"""
     four = list(trigger.MONOTONE)
     rows = []
-    mixes = {"default": None} if args.quick else {
-        "no fakes": {"prompt": 0.9, "material": 0.1, "fake": 0.0},
-        "no material": {"prompt": 0.9, "material": 0.0, "fake": 0.1},
-        "material 1%, fakes 1%": {"prompt": 0.98, "material": 0.01, "fake": 0.01},
-        "prompt only": {"prompt": 1.0},
-    }
+    mixes = (
+        {"default": None}
+        if args.quick
+        else {
+            "no fakes": {"prompt": 0.9, "material": 0.1, "fake": 0.0},
+            "no material": {"prompt": 0.9, "material": 0.0, "fake": 0.1},
+            "material 1%, fakes 1%": {"prompt": 0.98, "material": 0.01, "fake": 0.01},
+            "prompt only": {"prompt": 1.0},
+        }
+    )
     for label, mix in mixes.items():
         sample = data if mix is None else simulate(n, args.seed + 1, mix)
         X, y = sample["X"], sample["y"]
@@ -358,7 +376,11 @@ def diagnose(data: dict, args: argparse.Namespace, epochs: int, trees: int, n: i
     text = [format_table(rows, title="Diagnosis 1: the monotone cost against the background composition (four features)")]
     X, y = data["X"], data["y"]
     model_rows = []
-    variants = {"lambda = 2, width 20 (paper)": (2.0, 20)} if args.quick else {f"lambda = {lam:g}, width {w}": (lam, w) for lam, w in ((1.0, 20), (4.0, 20), (8.0, 20), (2.0, 64))}
+    variants = (
+        {"lambda = 2, width 20 (paper)": (2.0, 20)}
+        if args.quick
+        else {f"lambda = {lam:g}, width {w}": (lam, w) for lam, w in ((1.0, 20), (4.0, 20), (8.0, 20), (2.0, 64))}
+    )
     for label, (lam, width) in variants.items():
         model = train_network(monotonic(X, four, lipschitz=lam, width=width), X, y, epochs, args.seed)
         model_rows.append({"monotonic NN variant": label, "efficiency, all decays": family_mean(evaluate(model, data, [0, 1, 2, 3]))})

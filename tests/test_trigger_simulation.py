@@ -32,7 +32,9 @@ def test_distributions_follow_the_physics() -> None:
     long = trigger.signal(3000, "B0 -> K+ pi-", seed=4, lifetime=(8.0, 10.0))
     mix = {"prompt": 1.0, "material": 1.0, "fake": 1.0}
     background = trigger.background(6000, seed=5, mix=mix)
-    kinds = {kind: trigger.Candidates(background.features[background.kind == kind], background.kind[background.kind == kind]) for kind in mix}
+    kinds = {
+        kind: trigger.Candidates(background.features[background.kind == kind], background.kind[background.kind == kind]) for kind in mix
+    }
     # displacement measures lifetime: IP ~ c tau whatever the boost, flight distance ~ t
     assert median(beauty, 1) > median(charm, 1) and median(long, 1) > 10 * median(short, 1)
     assert median(long, 3) > 5 * median(short, 3)

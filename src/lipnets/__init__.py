@@ -72,6 +72,7 @@ _NAMES = {
     "AbstainingClassifier": "lipnets.guarantees",
     "SystematicBand": "lipnets.guarantees",
     "systematic_band": "lipnets.guarantees",
+    "shift_extremes": "lipnets.guarantees",
     "threshold_for_rate": "lipnets.guarantees",
     "fit": "lipnets.training",
     "History": "lipnets.training",

@@ -168,7 +168,12 @@ def _resolution(pt: np.ndarray) -> np.ndarray:
 
 
 def _measure(
-    rng: np.random.Generator, pts: tuple[np.ndarray, np.ndarray], ips: tuple[np.ndarray, np.ndarray], doca: np.ndarray, flight: np.ndarray, opening: np.ndarray
+    rng: np.random.Generator,
+    pts: tuple[np.ndarray, np.ndarray],
+    ips: tuple[np.ndarray, np.ndarray],
+    doca: np.ndarray,
+    flight: np.ndarray,
+    opening: np.ndarray,
 ) -> np.ndarray:
     """(n, 4) features: sum pT, min chi2_IP, vertex chi2, FD significance, with resolution tails."""
     n = len(doca)

@@ -4,7 +4,7 @@ from .attacks import pgd
 from .certify import AbstainingClassifier, AbstentionReport, certified_accuracy, certified_radius
 from .empirical import empirical_lipschitz
 from .monotonicity import MonotonicityReport, check_monotonic
-from .systematics import SystematicBand, systematic_band, threshold_for_rate
+from .systematics import SystematicBand, shift_extremes, systematic_band, threshold_for_rate
 
 __all__ = [
     "AbstainingClassifier",
@@ -16,6 +16,7 @@ __all__ = [
     "check_monotonic",
     "empirical_lipschitz",
     "pgd",
+    "shift_extremes",
     "systematic_band",
     "threshold_for_rate",
 ]

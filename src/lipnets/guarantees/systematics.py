@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from ..bounds import feature_bounds, monotone_signs
+from .attacks import pgd
 from ..validation import ArrayLike, as_weights, check_features, scores_of
 
 ROUNDING_ULPS = 64
@@ -98,6 +99,7 @@ def systematic_band(
     *,
     weights: ArrayLike | None = None,
     rounding: float | None = None,
+    exact_monotone: bool = True,
     batch_size: int = 65536,
 ) -> SystematicBand:
     """The certified efficiency interval of `model` at `threshold` when each feature may shift by its tolerance.
@@ -108,7 +110,8 @@ def systematic_band(
     to the box's corners and evaluated, which is exact; every other feature i adds L_i delta_i from
     `lipnets.feature_bounds`. `weights` weight the rows (event weights; default equal). `rounding`
     is an absolute allowance on the score for the rounding of the evaluation (default 64 ulps of the
-    model's dtype times 1 + |score|); it only widens the band.
+    model's dtype times 1 + |score|); it only widens the band. exact_monotone=False bounds the
+    monotone features by their Lipschitz bounds too (for comparison: a wider band).
     """
     threshold = float(threshold)
     if not torch.isfinite(torch.tensor(threshold)):
@@ -123,7 +126,7 @@ def systematic_band(
         raise ValueError("x is empty: a band needs at least one row")
     delta = _tolerances(tolerances, rows)
     share = as_weights(weights, len(rows), torch.empty(0, dtype=torch.float64, device=device))
-    signs = _signs(model, features).to(device)
+    signs = _signs(model, features).to(device) if exact_monotone else torch.zeros(features, dtype=torch.float64, device=device)
     monotone = signs != 0
     step = (signs * delta).to(dtype)
     free = delta * (~monotone)
@@ -182,3 +185,36 @@ def threshold_for_rate(model: nn.Module, background: ArrayLike, rate: float, *, 
     mass = torch.zeros_like(values).scatter_add_(0, inverse, share)
     above = mass.flip(0).cumsum(0).flip(0) - mass  # what threshold values[j] keeps: the rows strictly above it
     return float(values[torch.nonzero(above <= allowed).flatten()[0]])
+
+
+class _Box(nn.Module):
+    """z -> model(base + delta * z): the box |t_i| <= delta_i around each row as the l_inf unit ball."""
+
+    def __init__(self, model: nn.Module, base: torch.Tensor, delta: torch.Tensor) -> None:
+        super().__init__()
+        self.model, self.base, self.delta = model, base, delta
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.model(self.base + self.delta * z).reshape(len(z), 1)
+
+
+def shift_extremes(
+    model: nn.Module, x: ArrayLike, tolerances: ArrayLike, *, steps: int = 50, restarts: int = 2, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per row, the lowest- and the highest-scoring shifted rows that projected gradient descent finds in the box.
+
+    Empirical counterparts of `SystematicBand.lower` / `upper` (attacks, not bounds): the band's low
+    and high are certified to contain the efficiency of these rows, and the gap shows how tight it is.
+    """
+    dtype, device = _model_dtype(model, torch.as_tensor(x) if not isinstance(x, torch.Tensor) else x)
+    rows = torch.as_tensor(x, dtype=dtype) if not isinstance(x, torch.Tensor) else x.to(dtype)
+    rows = check_features(rows, rows.shape[-1] if rows.dim() == 2 else 0).to(device)
+    delta = _tolerances(tolerances, rows).to(dtype)
+    box = _Box(model, rows, delta)
+    zeros = torch.zeros_like(rows)
+    extremes = []
+    for label in (1, 0):  # class 1's margin falls as the score falls; class 0's as it rises
+        labels = torch.full((len(rows),), label, device=device)
+        z = pgd(box, zeros, labels, 1.0, "inf", steps=steps, restarts=restarts, seed=seed).clamp(-1.0, 1.0)
+        extremes.append((rows + delta * z).detach())
+    return extremes[0], extremes[1]
