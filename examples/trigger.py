@@ -59,7 +59,6 @@ SYSTEMATICS = {
 }
 """Calibration uncertainties, each a scale factor: in log10 units a shift of at most log10(1 + eps) per feature."""
 LIFETIME_BINS = np.arange(0.0, 16.0, 1.0)
-FLAT_DECAY = "B0 -> K+ pi-"
 
 
 class Standardised(nn.Module):
@@ -97,14 +96,20 @@ def simulate(n: int, seed: int, mix: dict[str, float] | None = None) -> dict:
     tests = {
         decay: trigger.log_features(trigger.signal(n // 4, decay, seed=seed * 1000 + 200 + i).features) for i, decay in enumerate(decays)
     }
-    flat = trigger.signal(n, FLAT_DECAY, seed=seed * 1000 + 300, lifetime=(0.0, float(LIFETIME_BINS[-1])))
+    # every decay's kinematics with lifetimes flat in 0-15 ps: the paper's Fig. 5, and long-lived particles it never saw
+    flat = [
+        trigger.signal(n // len(decays), decay, seed=seed * 1000 + 300 + i, lifetime=(0.0, float(LIFETIME_BINS[-1])))
+        for i, decay in enumerate(decays)
+    ]
+    background = trigger.background(5 * n, seed=seed * 1000 + 400, mix=mix)
     return {
         "X": X,
         "y": y,
-        "background": trigger.log_features(trigger.background(5 * n, seed=seed * 1000 + 400, mix=mix).features),
+        "background": trigger.log_features(background.features),
+        "background_kind": background.kind,
         "tests": tests,
-        "flat": trigger.log_features(flat.features),
-        "flat_lifetime": flat.lifetime,
+        "flat": trigger.log_features(np.concatenate([part.features for part in flat])),
+        "flat_lifetime": np.concatenate([part.lifetime for part in flat]),
     }
 
 
@@ -153,7 +158,9 @@ def evaluate(model: nn.Module, data: dict, columns: list[int]) -> dict:
     passed = scores(model, data["flat"][:, columns]) > threshold
     lifetime = data["flat_lifetime"]
     curve = np.array([passed[(lifetime >= lo) & (lifetime < hi)].mean() for lo, hi in itertools.pairwise(LIFETIME_BINS)])
-    return {"threshold": threshold, "per_decay": per_decay, "curve": curve}
+    kept = scores(model, data["background"][:, columns]) > threshold
+    composition = {kind: float((data["background_kind"][kept] == kind).mean()) for kind in trigger.BACKGROUND_MIX}
+    return {"threshold": threshold, "per_decay": per_decay, "curve": curve, "kept": composition}
 
 
 def family_mean(result: dict, family: str | None = None) -> float:
@@ -190,7 +197,7 @@ def figure_lifetime(results: dict, path: Path) -> None:
     centres = 0.5 * (LIFETIME_BINS[1:] + LIFETIME_BINS[:-1])
     for name, result in results.items():
         axis.plot(centres, result["curve"], marker="o", label=name)
-    axis.set(xlabel=f"proper lifetime [ps] ({FLAT_DECAY})", ylabel=f"efficiency at {OUTPUT_RATE:.0%} background rate", ylim=(0, 1.02))
+    axis.set(xlabel="proper lifetime [ps] (all decays, lifetimes flat)", ylabel=f"efficiency at {OUTPUT_RATE:.0%} background rate", ylim=(0, 1.02))
     axis.legend()
     figure.savefig(path, dpi=110)
 
@@ -262,8 +269,8 @@ def main(argv: list[str] | None = None) -> int:
         {
             "model (sum pT, min chi2_IP)": name,
             "efficiency, all decays": family_mean(result),
-            f"{FLAT_DECAY} 1-3 ps": float(result["curve"][1:3].mean()),
-            f"{FLAT_DECAY} 10-15 ps": float(result["curve"][10:].mean()),
+            "lifetime 1-3 ps": float(result["curve"][1:3].mean()),
+            "lifetime 10-15 ps": float(result["curve"][10:].mean()),
             "monotonicity violations": violations(two[name], TWO, [1, 1]),
         }
         for name, result in two_results.items()
@@ -288,6 +295,7 @@ def main(argv: list[str] | None = None) -> int:
             "median change vs unconstrained NN": float(
                 np.median([result["per_decay"][d] - results["unconstrained NN"]["per_decay"][d] for d in trigger.DECAYS])
             ),
+            "kept background: prompt / material / fake": " / ".join(f"{result['kept'][kind]:.0%}" for kind in trigger.BACKGROUND_MIX),
             "monotonicity violations": violations(models[name], [0, 1, 2, 3], four),
         }
         for name, result in results.items()
