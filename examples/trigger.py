@@ -197,7 +197,11 @@ def figure_lifetime(results: dict, path: Path) -> None:
     centres = 0.5 * (LIFETIME_BINS[1:] + LIFETIME_BINS[:-1])
     for name, result in results.items():
         axis.plot(centres, result["curve"], marker="o", label=name)
-    axis.set(xlabel="proper lifetime [ps] (all decays, lifetimes flat)", ylabel=f"efficiency at {OUTPUT_RATE:.0%} background rate", ylim=(0, 1.02))
+    axis.set(
+        xlabel="proper lifetime [ps] (all decays, lifetimes flat)",
+        ylabel=f"efficiency at {OUTPUT_RATE:.0%} background rate",
+        ylim=(0, 1.02),
+    )
     axis.legend()
     figure.savefig(path, dpi=110)
 
@@ -276,6 +280,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, result in two_results.items()
     ]
     sections.append(format_table(rows, title=f"Figs. 4-5: two features, {OUTPUT_RATE:.0%} background rate"))
+    print(sections[-1], flush=True)  # each section as soon as it is ready: a long run shows its progress
 
     # Fig. 6: four features, decay by decay
     models = {
@@ -310,6 +315,7 @@ def main(argv: list[str] | None = None) -> int:
         for decay in trigger.DECAYS
     ]
     sections.append(format_table(per_decay, title="Efficiency per decay (four features)"))
+    print(sections[-2], sections[-1], sep="\n\n", flush=True)
 
     # Certified systematic band of the monotonic network
     bound = lipnets.lipschitz_bound(models["monotonic Lipschitz NN"])
@@ -321,6 +327,7 @@ def main(argv: list[str] | None = None) -> int:
         + "; ".join(SYSTEMATICS)
         + f". Sound Lipschitz bound of the monotonic network (l1 in log10 units -> logit): {bound:.4g}."
     )
+    print(sections[-1], flush=True)
 
     # Diagnosis: what does the monotone constraint cost, and why?
     sections.append(diagnose(data, args, epochs, trees, n))
@@ -374,7 +381,7 @@ def diagnose(data: dict, args: argparse.Namespace, epochs: int, trees: int, n: i
         bdt = family_mean(evaluate(lightgbm(X, y, four, trees), sample, [0, 1, 2, 3]))
         rows.append(
             {
-                "background (after pre-selection)": label if mix is None else ", ".join(f"{k} {v:.0%}" for k, v in mix.items()),
+                "background (after pre-selection)": label if mix is None else ", ".join(f"{k} {v:.0%}" for k, v in mix.items() if v),
                 "unconstrained NN": free,
                 "monotonic NN": mono,
                 "LightGBM monotone": bdt,
@@ -382,6 +389,7 @@ def diagnose(data: dict, args: argparse.Namespace, epochs: int, trees: int, n: i
             }
         )
     text = [format_table(rows, title="Diagnosis 1: the monotone cost against the background composition (four features)")]
+    print(text[-1], flush=True)
     X, y = data["X"], data["y"]
     model_rows = []
     variants = (

@@ -141,3 +141,16 @@ def test_a_model_whose_constraints_no_longer_hold_is_refused() -> None:
             parameter.mul_(50.0)  # an optimizer step without project_(): the residual no longer dominates
     with pytest.raises(MonotonicityError):
         lipnets.systematic_band(model, torch.randn(10, 3), [0.1, 0.1, 0.1], 0.0)
+
+
+def test_an_exported_program_with_half_precision_weights_is_evaluated_in_float32() -> None:
+    """Its storage precision is not its computing precision: the band equals that of its float32 twin."""
+    from lipnets.export import to_low_precision
+
+    program = to_low_precision(_monotonic(), torch.float16).program
+    twin = program.with_constants({name: buffer.float() for name, buffer in program.named_buffers()})
+    x, tolerances = _rows(), torch.tensor([0.3, 0.1, 0.2, 0.05])
+    threshold = lipnets.threshold_for_rate(program, x, 0.2)
+    assert threshold == lipnets.threshold_for_rate(twin, x, 0.2)
+    half, full = lipnets.systematic_band(program, x, tolerances, threshold), lipnets.systematic_band(twin, x, tolerances, threshold)
+    assert (half.low, half.nominal, half.high) == (full.low, full.nominal, full.high)

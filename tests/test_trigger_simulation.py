@@ -21,6 +21,7 @@ def test_candidates_pass_the_preselection_and_are_reproducible() -> None:
     kinds, counts = np.unique(background.kind, return_counts=True)
     assert set(kinds) == set(trigger.BACKGROUND_MIX) and abs(counts[list(kinds).index("prompt")] / 800 - 0.8) < 0.05
     assert set(signal.table()) == {*trigger.FEATURES, "kind"}
+    assert set(trigger.background(50, seed=1, mix={"prompt": 1.0, "fake": 0.0}).kind) == {"prompt"}
 
 
 def test_distributions_follow_the_physics() -> None:

@@ -106,13 +106,6 @@ class Candidates:
         """The features as named columns (e.g. for `pandas.DataFrame`), with the kind."""
         return {**{name: self.features[:, index] for index, name in enumerate(FEATURES)}, "kind": self.kind}
 
-    def __add__(self, other: Candidates) -> Candidates:
-        return Candidates(
-            np.concatenate([self.features, other.features]),
-            np.concatenate([self.kind, other.kind]),
-            np.concatenate([self.lifetime, other.lifetime]),
-        )
-
 
 def log_features(features: np.ndarray) -> np.ndarray:
     """The models' inputs: log10 of each feature (the vertex chi2 and FD significance shifted by 0.1 to stay finite).
@@ -293,20 +286,18 @@ def background(n: int, *, seed: int | np.random.Generator = 0, mix: dict[str, fl
     n = _count(n)
     rng = _generator(seed)
     counts = rng.multinomial(n, shares / shares.sum())
-    parts = []
-    for (kind, make), count in zip(((kind, _BACKGROUNDS[kind]) for kind in mix), counts):
-        rows, total, acceptance = [], 0, 0.1
+    features, kinds = [], []
+    for kind, count in zip(mix, counts):
+        rows, total, acceptance = [np.empty((0, len(FEATURES)))], 0, 0.1
         while total < count:
-            features, passed = make(_chunk(count - total, acceptance), rng)
-            rows.append(features[passed])
+            drawn, passed = _BACKGROUNDS[kind](_chunk(count - total, acceptance), rng)
+            rows.append(drawn[passed])
             total += int(passed.sum())
             acceptance = max(float(passed.mean()), 1e-4)
-        parts.append(Candidates(np.concatenate(rows)[:count], np.full(count, kind, dtype=object), np.full(count, np.nan)))
-    merged = parts[0]
-    for part in parts[1:]:
-        merged = merged + part
+        features.append(np.concatenate(rows)[:count])
+        kinds.append(np.full(count, kind, dtype=object))
     order = rng.permutation(n)
-    return Candidates(merged.features[order], merged.kind[order], merged.lifetime[order])
+    return Candidates(np.concatenate(features)[order], np.concatenate(kinds)[order], np.full(n, np.nan))
 
 
 def _chunk(missing: int, acceptance: float) -> int:

@@ -23,8 +23,8 @@ import torch
 from torch import nn
 
 from ..bounds import feature_bounds, monotone_signs
-from .attacks import pgd
 from ..validation import ArrayLike, as_weights, check_features, scores_of
+from .attacks import pgd
 
 ROUNDING_ULPS = 64
 """Default rounding allowance: this many units in the last place of the model's dtype, times (1 + |score|)."""
@@ -54,11 +54,18 @@ class SystematicBand:
 
 
 def _model_dtype(model: nn.Module, x: torch.Tensor) -> tuple[torch.dtype, torch.device]:
-    tensor: torch.Tensor | None = next(iter(model.parameters()), None)
-    if tensor is None:
-        tensor = next(iter(model.buffers()), None)
-    if tensor is not None and tensor.is_floating_point():
-        return tensor.dtype, tensor.device
+    """The dtype and device the model computes in: its parameters', else its most precise floating buffer's.
+
+    A module without parameters that stores low-precision constants (an exported program with float16
+    weights) computes in float32 or float64, never in the storage precision.
+    """
+    parameter: torch.Tensor | None = next(iter(model.parameters()), None)
+    if parameter is not None and parameter.is_floating_point():
+        return parameter.dtype, parameter.device
+    buffers = [buffer for buffer in model.buffers() if buffer.is_floating_point()]
+    if buffers:
+        dtype = torch.float64 if any(buffer.dtype == torch.float64 for buffer in buffers) else torch.float32
+        return dtype, buffers[0].device
     return (x.dtype if x.is_floating_point() else torch.get_default_dtype()), x.device
 
 
