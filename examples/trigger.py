@@ -385,7 +385,7 @@ def diagnose(data: dict, args: argparse.Namespace, epochs: int, trees: int, n: i
                 "unconstrained NN": free,
                 "monotonic NN": mono,
                 "LightGBM monotone": bdt,
-                "monotonic NN / unconstrained": mono / free,
+                "monotonic NN / unconstrained": mono / free if free > 0 else float("nan"),
             }
         )
     text = [format_table(rows, title="Diagnosis 1: the monotone cost against the background composition (four features)")]
