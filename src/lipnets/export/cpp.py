@@ -265,7 +265,8 @@ def compile_header(
     compiler = compiler or os.environ.get("CXX") or shutil.which("g++") or shutil.which("clang++")
     if compiler is None:
         raise RuntimeError("no C++ compiler found: install g++ or clang++, or set CXX")
-    workdir = Path(folder) if folder is not None else Path(tempfile.mkdtemp(prefix="lipnets-cpp-"))
+    temporary = folder is None
+    workdir = Path(tempfile.mkdtemp(prefix="lipnets-cpp-")) if folder is None else Path(folder)
     workdir.mkdir(parents=True, exist_ok=True)
     wrapper = workdir / f"{name}_wrapper.cpp"
     wrapper.write_text(
@@ -277,9 +278,12 @@ def compile_header(
     library = workdir / f"lib{name}.so"
     command = [compiler, *flags, "-shared", "-fPIC", "-Wall", "-Wextra", "-Werror", str(wrapper), "-o", str(library)]
     result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode == 0:
+        handle = ctypes.CDLL(str(library))
+    if temporary:  # a loaded library stays mapped after its file is removed
+        shutil.rmtree(workdir, ignore_errors=True)
     if result.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed:\n{result.stderr[-4000:]}")
-    handle = ctypes.CDLL(str(library))
     function = getattr(handle, f"{name}_c")
     function.restype = None
     function.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_long]
