@@ -257,7 +257,8 @@ def compile_header(
     """Build `header` into a shared library with the system C++ compiler and return f(rows) -> outputs.
 
     For checks and benchmarks of the generated code from Python (through ctypes): rows are a (n, d)
-    array, converted to C-contiguous float32. `compiler` defaults to $CXX, then g++, then clang++.
+    array, converted to C-contiguous float32. `compiler` defaults to $CXX, then g++, then clang++. The
+    build happens in `folder` (default: a temporary folder, removed once the library is loaded).
     Raises RuntimeError with the compiler's message when it fails.
     """
     header = Path(header).resolve()
