@@ -1,5 +1,7 @@
 """Wasserstein-1 estimation: closed forms, the bound from below against exact OT, weights, bad input, the loss."""
 
+import sys
+
 import numpy as np
 import ot as pot
 import pytest
@@ -24,11 +26,12 @@ def test_point_mass_against_shifted_copy_is_the_shift_length(norm, tolerance):
     # l1 and l_inf critics are not gradient norm preserving: they approach the optimum more slowly.
     shift = torch.tensor([[1.0, -2.0, 0.5]])
     x = torch.zeros(1, 3)
-    exact = float(torch.linalg.vector_norm(shift, ord={"1": 1, "2": 2, "inf": float("inf")}[norm]))
-    distance, critic = wasserstein1(x, x + shift, norm=norm, hidden=(16, 16), steps=150, lr=1e-2)
-    assert distance <= exact + 1e-9
-    assert distance == pytest.approx(exact, rel=tolerance)
-    assert lipschitz_bound(critic) <= 1.0 + 1e-5
+    exact = float(torch.linalg.vector_norm(shift.double(), ord={"1": 1, "2": 2, "inf": float("inf")}[norm]))
+    result = wasserstein1(x, x + shift, norm=norm, hidden=(16, 16), max_steps=150, lr=1e-2, refine=False)
+    assert result.lower <= exact <= result.upper
+    assert result.upper == pytest.approx(exact, rel=1e-12)  # one point a side: the plan is exact
+    assert result.critic_lower == pytest.approx(exact, rel=tolerance)
+    assert lipschitz_bound(result.critic) <= 1.0 + 1e-5
 
 
 @pytest.mark.parametrize("norm", ["1", "2"])
@@ -37,10 +40,10 @@ def test_cloud_against_translated_copy_is_the_translation_length(norm):
     x = torch.randn(24, 2, generator=torch.Generator().manual_seed(1)) * 0.3
     shift = torch.tensor([1.5, 0.75])
     exact = emd2(x, x + shift, norm)  # the float32 samples: x + shift is rounded
-    distance, _ = wasserstein1(x, x + shift, norm=norm, hidden=(16, 16), steps=200, lr=1e-2)
+    result = wasserstein1(x, x + shift, norm=norm, hidden=(16, 16), max_steps=200, lr=1e-2, refine=False)
     assert exact == pytest.approx(float(torch.linalg.vector_norm(shift, ord=int(norm))), rel=1e-6)
-    assert distance <= exact + 1e-6
-    assert distance == pytest.approx(exact, rel=1e-2)
+    assert result.contains(exact)
+    assert result.critic_lower == pytest.approx(exact, rel=1e-2)
 
 
 def test_one_dimensional_weighted_distributions_match_scipy():
@@ -48,34 +51,48 @@ def test_one_dimensional_weighted_distributions_match_scipy():
     a, b = rng.normal(size=150), rng.exponential(size=100) + 0.5
     wa, wb = rng.uniform(0.1, 2.0, size=150), rng.uniform(0.1, 2.0, size=100)
     exact = wasserstein_distance(a, b, wa, wb)
-    distance, _ = wasserstein1(a, b, weights_x=wa, weights_y=wb, hidden=(32, 32), steps=250, lr=5e-3)
-    assert distance <= exact + 1e-6
-    assert distance == pytest.approx(exact, rel=1e-2)
+    result = wasserstein1(a, b, weights_x=wa, weights_y=wb, hidden=(32, 32), max_steps=250, lr=5e-3)
+    assert result.lower <= exact * (1 + 1e-12) and result.upper >= exact * (1 - 1e-12)
+    assert result.critic_lower == pytest.approx(exact, rel=1e-2)
+    assert result.width <= 1e-9 * exact  # the exact plan and its duals close the interval
 
 
-def test_estimate_never_exceeds_exact_ot():
-    seed = 0
-    rng = np.random.default_rng(seed)
+def test_training_stops_when_the_objective_stops_improving():
+    rng = np.random.default_rng(0)
     x, y = rng.normal(size=(40, 2)), rng.normal(size=(30, 2)) * 1.5 + [1.0, 0.0]
-    wx = rng.uniform(0.0, 1.0, size=40)
-    exact = emd2(x, y, "2", wx)
-    estimates = [wasserstein1(x, y, weights_x=wx, hidden=(32, 32), steps=steps, lr=1e-2, seed=seed)[0] for steps in (0, 20, 250)]
-    assert max(estimates) <= exact + 1e-6
-    assert estimates[-1] >= 0.9 * exact  # small clouds: a jagged optimal potential (benchmarks/wasserstein.py measures accuracy)
+    exact = emd2(x, y)
+    result = wasserstein1(x, y, hidden=(8, 8), max_steps=5000, lr=1e-2, patience=30, plan=None, refine=False)
+    assert result.steps < 5000  # stopped by the rule, not the cap
+    assert 0.9 * exact <= result.critic_lower <= exact
+    assert result.upper == float("inf") and result.upper_method == "none" and result.lower_method == "critic"
+    untrained = wasserstein1(x, y, hidden=(8, 8), max_steps=0, plan=None, refine=False)
+    assert untrained.steps == 0 and untrained.critic_lower < result.critic_lower
+
+
+def test_result_shows_the_interval():
+    rng = np.random.default_rng(1)
+    x, y = rng.normal(size=(30, 3)), rng.normal(size=(20, 3)) + 1.0
+    result = wasserstein1(x, y, hidden=(16, 16), max_steps=30)
+    assert result.width == result.upper - result.lower >= 0
+    assert result.midpoint == pytest.approx((result.lower + result.upper) / 2)
+    assert result.relative_width == pytest.approx(result.width / result.upper)
+    text = str(result)
+    assert text.startswith("W1 in [") and "exact plan" in text and "%" in text
+    assert result.critic_lower <= result.lower  # the plan's duals can only raise the lower end
 
 
 def test_estimate_rescales_a_critic_whose_bound_exceeds_one():
     x, y = torch.zeros(1, 2), torch.tensor([[3.0, 4.0]])
     critic = LipschitzMLP(2, 1, (16, 16), lipschitz=3.0, input_norm="2", hidden_norm="orthogonal")
-    distance, critic = wasserstein1(x, y, critic=critic, steps=150, lr=1e-2)
+    result = wasserstein1(x, y, critic=critic, max_steps=150, lr=1e-2, refine=False, plan=None)
     bound = lipschitz_bound(critic)
     assert bound > 1.5
     one = torch.ones(1, dtype=torch.float64)
     with torch.no_grad():
         raw = float(dual_objective(critic.double().eval(), x.double(), y.double(), one, one))
     assert raw > 5.0 + 1e-3  # the unscaled dual overshoots W1 = 5
-    assert distance == pytest.approx(raw / bound, rel=1e-6)
-    assert distance <= 5.0 + 1e-9
+    assert result.critic_lower == pytest.approx(raw / bound, rel=1e-6)
+    assert result.critic_lower <= 5.0
 
 
 def test_weights_equal_repeated_samples_and_are_scale_free():
@@ -85,11 +102,11 @@ def test_weights_equal_repeated_samples_and_are_scale_free():
     repeated = np.repeat(x, counts, axis=0)
     exact = emd2(x, y, "2", counts)
     assert exact == pytest.approx(emd2(repeated, y, "2"), rel=1e-9)
-    weighted, _ = wasserstein1(x, y, weights_x=counts, hidden=(16, 16), steps=200, lr=2e-2)
-    scaled, _ = wasserstein1(x, y, weights_x=counts * 7.5, hidden=(16, 16), steps=200, lr=2e-2)
-    assert weighted == pytest.approx(scaled, rel=1e-5)
-    assert weighted <= exact + 1e-6
-    assert weighted == pytest.approx(exact, rel=2e-2)
+    weighted = wasserstein1(x, y, weights_x=counts, hidden=(16, 16), max_steps=200, lr=2e-2, refine=False)
+    scaled = wasserstein1(x, y, weights_x=counts * 7.5, hidden=(16, 16), max_steps=200, lr=2e-2, refine=False)
+    assert weighted.critic_lower == pytest.approx(scaled.critic_lower, rel=1e-5)
+    assert weighted.contains(exact) and scaled.contains(exact)
+    assert weighted.critic_lower == pytest.approx(exact, rel=2e-2)
 
 
 def test_minibatches_drawn_with_the_weights():
@@ -97,19 +114,19 @@ def test_minibatches_drawn_with_the_weights():
     x, y = rng.normal(size=(64, 2)), rng.normal(size=(64, 2)) + np.array([2.0, 0.0])
     w = rng.uniform(0.5, 1.5, size=64)
     exact = emd2(x, y, "2", w)
-    distance, _ = wasserstein1(x, y, weights_x=w, batch_size=16, hidden=(16, 16), steps=150, lr=1e-2)
-    assert 0.9 * exact <= distance <= exact + 1e-6
+    result = wasserstein1(x, y, weights_x=w, batch_size=16, hidden=(16, 16), max_steps=300, lr=1e-2, refine=False)
+    assert 0.9 * exact <= result.critic_lower <= exact
 
 
 def test_certified_estimate_in_eval_and_after_reload():
     x, y = torch.randn(20, 2), torch.randn(20, 2) + 1.0
-    distance, critic = wasserstein1(x, y, hidden=(16, 16), steps=30)
+    result = wasserstein1(x, y, hidden=(16, 16), max_steps=30, refine=False, plan=None)
     twin = make_critic(2, "2", (16, 16))
-    twin.load_state_dict(critic.state_dict())
+    twin.load_state_dict(result.critic.state_dict())
     uniform = torch.full((20,), 1 / 20)
-    assert certified_estimate(twin, x, y, uniform, uniform) == pytest.approx(distance, rel=1e-6)
+    assert certified_estimate(twin, x, y, uniform, uniform) == pytest.approx(result.critic_lower, rel=1e-6)
     twin.train()
-    assert certified_estimate(twin, x, y, uniform, uniform) == pytest.approx(distance, rel=1e-6)
+    assert certified_estimate(twin, x, y, uniform, uniform) == pytest.approx(result.critic_lower, rel=1e-6)
 
 
 BAD_INPUTS = [
@@ -124,9 +141,15 @@ BAD_INPUTS = [
     (dict(weights_x=[1.0, float("nan")]), "NaN"),
     (dict(weights_x=[1.0, 2.0, 3.0]), "one weight per sample"),
     (dict(norm="3"), "unknown norm"),
-    (dict(steps=-1), "steps"),
+    (dict(max_steps=-1), "max_steps"),
     (dict(lr=0.0), "lr"),
     (dict(batch_size=0), "batch_size"),
+    (dict(batch_size="all"), "batch_size"),
+    (dict(plan="sinkhorn"), "plan"),
+    (dict(refine="yes"), "refine"),
+    (dict(block_size=0), "block_size"),
+    (dict(tol=-1.0), "tol"),
+    (dict(patience=0), "patience"),
 ]
 
 
@@ -134,7 +157,7 @@ BAD_INPUTS = [
 def test_bad_input_is_refused_and_leaves_the_critic_unchanged(change, message):
     critic = make_critic(2, "2", (8, 8))
     before = {k: v.clone() for k, v in critic.state_dict().items()}
-    arguments = dict(x=torch.zeros(2, 2), y=torch.ones(3, 2), steps=3, lr=1e-3, batch_size=None, norm="2") | change
+    arguments = dict(x=torch.zeros(2, 2), y=torch.ones(3, 2), max_steps=3, lr=1e-3, batch_size=None, norm="2") | change
     x, y = arguments.pop("x"), arguments.pop("y")
     with pytest.raises(ValueError, match=message):
         wasserstein1(x, y, critic=critic, **arguments)
@@ -144,6 +167,17 @@ def test_bad_input_is_refused_and_leaves_the_critic_unchanged(change, message):
 def test_critic_of_another_norm_is_refused():
     with pytest.raises(ValueError, match=r"l1 input norm but the ground metric is l2"):
         wasserstein1(torch.zeros(2, 2), torch.ones(2, 2), critic=make_critic(2, "1", (8, 8)), norm="2")
+
+
+def test_plans_without_pot_raise_a_clear_error(monkeypatch):
+    monkeypatch.setitem(sys.modules, "ot", None)
+    critic = make_critic(2, "2", (8, 8))
+    before = {k: v.clone() for k, v in critic.state_dict().items()}
+    with pytest.raises(ImportError, match=r"lipnets\[ot\]"):
+        wasserstein1(torch.zeros(2, 2), torch.ones(2, 2), critic=critic, max_steps=1)
+    assert all(torch.equal(before[k], v) for k, v in critic.state_dict().items())
+    result = wasserstein1(torch.zeros(2, 2), torch.ones(2, 2), max_steps=1, plan=None)  # the lower end alone needs no POT
+    assert result.upper == float("inf") and result.lower <= 2**0.5
 
 
 def test_loss_fits_a_shifted_and_scaled_point_cloud():
@@ -199,16 +233,17 @@ def test_c_transform_refinement_is_feasible_and_never_worse(norm):
     x, y = rng.normal(size=(60, 8)), rng.normal(size=(50, 8)) + 0.5
     wy = rng.uniform(0.2, 1.0, size=50)
     exact = emd2(x, y, norm, weights_y=wy)
-    plain, _ = wasserstein1(x, y, weights_y=wy, norm=norm, hidden=(16, 16), steps=30, seed=1)
-    refined, critic = wasserstein1(x, y, weights_y=wy, norm=norm, hidden=(16, 16), steps=30, seed=1, refine=True)
-    assert plain <= refined <= exact + 1e-9
+    plain = wasserstein1(x, y, weights_y=wy, norm=norm, hidden=(16, 16), max_steps=30, seed=1, refine=False, plan=None).critic_lower
+    result = wasserstein1(x, y, weights_y=wy, norm=norm, hidden=(16, 16), max_steps=30, seed=1, refine=True, plan=None)
+    refined, critic = result.critic_lower, result.critic
+    assert plain <= refined <= exact
     assert refined >= 0.9 * exact
     # the refined critic realises the estimate on the samples, and is 1-Lipschitz in the ground norm
-    samples_x, samples_y = torch.as_tensor(x, dtype=torch.float32).double(), torch.as_tensor(y, dtype=torch.float32).double()
+    samples_x, samples_y = torch.as_tensor(x), torch.as_tensor(y)  # arrays are read in float64
     weights = torch.as_tensor(wy / wy.sum())
     with torch.no_grad():
         value = float(critic(samples_x)[:, 0].mean() - weights @ critic(samples_y)[:, 0])
-    assert value == pytest.approx(refined, rel=1e-6)  # the weights were normalised in float32
+    assert value == pytest.approx(refined, rel=1e-9)
     points = torch.cat([samples_x, samples_y, torch.randn(500, 8, dtype=torch.float64) * 2]).requires_grad_(True)
     (gradient,) = torch.autograd.grad(critic(points).sum(), points)
     dual = {"1": float("inf"), "2": 2.0}[norm]

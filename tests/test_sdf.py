@@ -166,6 +166,7 @@ def test_alternating_strategy_and_fit_predict():
     "params,message",
     [
         (dict(strategy="greedy"), "strategy"),
+        (dict(sampler="gibbs"), "sampler"),
         (dict(eps=-1.0), "eps"),
         (dict(alpha=0.0), "alpha"),
         (dict(iterations=0), "iterations"),

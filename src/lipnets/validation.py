@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from types import ModuleType
 from typing import Any, TypeAlias
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -86,6 +87,13 @@ def as_weights(weights: ArrayLike | None, n: int, like: torch.Tensor, name: str 
     if total <= 0:
         raise ValueError(f"{name} are all zero: at least one sample needs a positive weight")
     return weights / total
+
+
+def positive_int(value: object, name: str) -> int:
+    """`value` if it is a positive integer (numpy integers included, bools refused), else a ValueError naming it."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
 
 
 def scores_of(model: nn.Module, x: torch.Tensor) -> torch.Tensor:

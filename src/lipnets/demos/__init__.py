@@ -16,6 +16,7 @@ DEMOS: dict[str, str] = {
     "paper-toys": "lipnets.demos.paper_toys",
     "two-moons": "lipnets.demos.two_moons",
     "ot-sdf": "lipnets.demos.ot_sdf",
+    "implicit-surface": "lipnets.demos.implicit_surface",
 }
 """Demo name -> module defining `run`."""
 

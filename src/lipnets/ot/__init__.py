@@ -1,5 +1,19 @@
-"""Wasserstein-1 distances estimated with 1-Lipschitz critics (Kantorovich-Rubinstein duality)."""
+"""Wasserstein-1 distances certified from both sides: a 1-Lipschitz critic (Kantorovich-Rubinstein duality) and a feasible plan."""
 
-from .wasserstein import CTransformCritic, Wasserstein1Loss, c_transform, certified_estimate, dual_objective, make_critic, wasserstein1
+from .critic import certified_estimate, dual_objective, make_critic
+from .ctransform import CTransformCritic, c_transform
+from .plans import PlanBound, plan_upper_bound
+from .wasserstein import Wasserstein1Loss, Wasserstein1Result, wasserstein1
 
-__all__ = ["CTransformCritic", "Wasserstein1Loss", "c_transform", "certified_estimate", "dual_objective", "make_critic", "wasserstein1"]
+__all__ = [
+    "CTransformCritic",
+    "PlanBound",
+    "Wasserstein1Loss",
+    "Wasserstein1Result",
+    "c_transform",
+    "certified_estimate",
+    "dual_objective",
+    "make_critic",
+    "plan_upper_bound",
+    "wasserstein1",
+]

@@ -1,200 +1,103 @@
-"""Wasserstein-1 distances estimated with a 1-Lipschitz critic (docs/reference/wasserstein.md).
+"""Wasserstein-1 distances with two-sided certificates (docs/reference/wasserstein.md).
 
-The Kantorovich-Rubinstein dual W1(P, Q) = sup_{f 1-Lipschitz} E_P f - E_Q f is maximised over a
-Lipschitz network whose input norm is the ground metric: orthogonal layers and GroupSort for l2
-(gradient norm preserving, Béthune's thesis, 2024, ch. 2), an l1 -> l_inf first layer then l_inf layers for l1
-(Anil, Lucas and Grosse, ICML 2019; sound, but not gradient norm preserving: no GNP construction exists
-in l1), l_inf layers for l_inf. This is how NEEMo (Kitouni, Nolte and Williams, NeurIPS 2022 workshop
-on Machine Learning and the Physical Sciences) computes the Energy Mover's Distance of weighted events.
+`wasserstein1` returns an interval [lower, upper] that contains the exact W1 between the (normalised)
+weighted empirical measures: the lower end is a feasible value of the Kantorovich-Rubinstein dual (a
+1-Lipschitz critic trained until its value stops improving, refined by the exact c-transform where the
+sample sizes allow), the upper end the cost of a feasible transport plan (`plans.plan_upper_bound`).
+Both are computed in float64 and widened by proven bounds on their rounding. This is how NEEMo
+computes the Energy Mover's Distance of weighted events, with the error bar it lacked.
 
-`wasserstein1` returns a lower bound of W1 between the (normalised) weighted empirical measures;
-`Wasserstein1Loss` is the same quantity as a differentiable loss, with the critic updated
-alternately, so that sample positions and weights can be fitted to a target (NEEMo's shape fits).
+`Wasserstein1Loss` is the dual value as a differentiable loss, with the critic updated alternately, so
+that sample positions and weights can be fitted to a target (NEEMo's shape fits).
 """
 
 from __future__ import annotations
 
-import copy
+import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from ..bounds import BoundedModule, lipschitz_bound, tracked_norms
-from ..layers import project_
-from ..models import LipschitzMLP
+from ..bounds import lipschitz_bound
 from ..norms import as_vector_norm
 from ..training.seeding import seeded
-from ..validation import ArrayLike, as_samples, as_weights, scores_of
+from ..validation import ArrayLike, as_samples, as_weights, positive_int, require_extra, scores_of
+from .critic import CriticTrainer, certified_estimate, check_critic, dual_objective, make_critic
+from .ctransform import c_transform, c_transform_values
+from .plans import BLOCK_SIZE, PLANS, plan_upper_bound
+
+REFINE_LIMIT = 25_000_000
+"""Largest n * m refined by the c-transform with refine="auto" (5,000 points a side: seconds)."""
+
+FULL_BATCH_LIMIT = 20_000
+"""Largest n + m trained full batch with batch_size="auto"; above it, minibatches of 4,096 a side."""
 
 
-def make_critic(
-    in_features: int,
-    norm: str = "2",
-    hidden: Sequence[int] = (64, 64, 64),
-    *,
-    group_size: int = 2,
-    dtype: torch.dtype | None = None,
-    device: torch.device | str | None = None,
-) -> LipschitzMLP:
-    """A scalar 1-Lipschitz critic w.r.t. the l_`norm` input norm.
+@dataclass(frozen=True)
+class Wasserstein1Result:
+    """W1 between two weighted samples, certified from both sides: lower <= W1 <= upper.
 
-    "2": orthogonal (Björck) layers and GroupSort, gradient norm preserving; "1": l1 -> l_inf first
-    layer then l_inf layers (Anil, Lucas and Grosse, ICML 2019), 1-Lipschitz in l1 but not GNP; "inf": l_inf layers.
+    lower: the best feasible dual value found (`lower_method`); upper: the cost of a feasible plan
+    (`upper_method`; inf when plan=None). critic_lower: the certified value of `critic`, a function
+    that is 1-Lipschitz in the ground metric (the trained network, or its c-transform when refined);
+    lower is the larger of critic_lower and, with an exact plan, the c-transform of the plan's duals.
+    steps: the critic's training steps.
     """
-    ground = as_vector_norm(norm)
-    critic = LipschitzMLP(
-        in_features, 1, hidden, lipschitz=1.0, input_norm=ground, group_size=group_size, hidden_norm="orthogonal" if ground == "2" else None
-    )
-    return critic.to(device=device, dtype=dtype)
 
+    lower: float
+    upper: float
+    critic_lower: float
+    critic: nn.Module
+    lower_method: str
+    upper_method: str
+    steps: int
 
-def check_critic(critic: nn.Module, norm: str) -> None:
-    """Refuse a critic whose tracked input norm is not the ground metric (its dual bound would not hold)."""
-    input_norm, _ = tracked_norms(critic)
-    if input_norm != as_vector_norm(norm):
-        raise ValueError(
-            f"the critic is Lipschitz w.r.t. the l{input_norm} input norm but the ground metric is l{as_vector_norm(norm)}: "
-            f"build it with lipnets.ot.make_critic(in_features, norm={norm!r})"
+    @property
+    def width(self) -> float:
+        """upper - lower: how far either end may be from the exact W1."""
+        return self.upper - self.lower
+
+    @property
+    def relative_width(self) -> float:
+        """width / upper (0 when both ends are 0)."""
+        return self.width / self.upper if self.upper > 0 else 0.0
+
+    @property
+    def midpoint(self) -> float:
+        """(lower + upper) / 2: within width / 2 of the exact W1."""
+        return 0.5 * (self.lower + self.upper)
+
+    def contains(self, value: float) -> bool:
+        """Whether `value` lies in [lower, upper]."""
+        return self.lower <= value <= self.upper
+
+    def __str__(self) -> str:
+        return (
+            f"W1 in [{self.lower:.6g}, {self.upper:.6g}] (width {self.width:.3g}, {100 * self.relative_width:.3g}%; "
+            f"lower: {self.lower_method}, upper: {self.upper_method})"
         )
 
 
-def dual_objective(critic: nn.Module, x: torch.Tensor, y: torch.Tensor, weights_x: torch.Tensor, weights_y: torch.Tensor) -> torch.Tensor:
-    """E_P f - E_Q f = sum_i a_i f(x_i) - sum_j b_j f(y_j) for normalised weights a, b (differentiable).
-
-    One forward pass over both samples, so a reparametrised critic normalises its weights once.
-    """
-    scores = scores_of(critic, torch.cat([x, y]))
-    return weights_x @ scores[: len(x)] - weights_y @ scores[len(x) :]
-
-
-class _CriticTrainer:
-    """Gradient ascent on the dual objective: full batch, or minibatches drawn with the sample weights."""
-
-    def __init__(self, critic: nn.Module, lr: float, batch_size: int | None, seed: int) -> None:
-        if batch_size is not None and int(batch_size) < 1:
-            raise ValueError(f"batch_size must be a positive integer or None (full batch), got {batch_size!r}")
-        if not lr > 0:
-            raise ValueError(f"lr must be > 0, got {lr!r}")
-        self.critic = critic
-        self.batch_size = None if batch_size is None else int(batch_size)
-        self.optimizer = torch.optim.Adam(critic.parameters(), lr=lr)
-        self.generator = torch.Generator().manual_seed(seed)
-
-    def _batch(self, samples: torch.Tensor, weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.batch_size is None or self.batch_size >= len(samples):
-            return samples, weights
-        # Drawing with probability a_i and averaging uniformly is an unbiased estimate of E_P f.
-        index = torch.multinomial(weights.detach().cpu(), self.batch_size, replacement=True, generator=self.generator)
-        index = index.to(samples.device)
-        return samples[index], torch.full((self.batch_size,), 1.0 / self.batch_size, dtype=samples.dtype, device=samples.device)
-
-    def ascend(self, x: torch.Tensor, y: torch.Tensor, weights_x: torch.Tensor, weights_y: torch.Tensor, steps: int) -> None:
-        """`steps` Adam steps maximising the dual objective on detached samples."""
-        x, y, weights_x, weights_y = (t.detach() for t in (x, y, weights_x, weights_y))
-        self.critic.train()
-        with torch.enable_grad():  # also when the caller evaluates the loss under torch.no_grad()
-            self._steps(x, y, weights_x, weights_y, steps)
-
-    def _steps(self, x: torch.Tensor, y: torch.Tensor, weights_x: torch.Tensor, weights_y: torch.Tensor, steps: int) -> None:
-        for _ in range(steps):
-            bx, bwx = self._batch(x, weights_x)
-            by, bwy = self._batch(y, weights_y)
-            loss = -dual_objective(self.critic, bx, by, bwx, bwy)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
-            project_(self.critic)
-
-
-@torch.no_grad()
-def certified_estimate(critic: nn.Module, x: torch.Tensor, y: torch.Tensor, weights_x: torch.Tensor, weights_y: torch.Tensor) -> float:
-    """(E_P f - E_Q f) / max(1, L), evaluated in float64 on a copy of the critic in eval mode.
-
-    L is the sound bound `lipschitz_bound` of the very weights evaluated, so f / max(1, L) is
-    1-Lipschitz in the ground metric and, in exact arithmetic, the result never exceeds W1(P, Q).
-    """
-    twin = copy.deepcopy(critic).to(torch.float64).eval()
-    bound = lipschitz_bound(twin)
-    value = dual_objective(twin, x.detach().double(), y.detach().double(), weights_x.detach().double(), weights_y.detach().double())
-    return float(value) / max(1.0, bound)
-
-
-class CTransformCritic(BoundedModule):
-    """G(z) = max_i (v_i - ||z - x_i||_p): exactly 1-Lipschitz in l_p, as a max of distance cones.
-
-    The critic that `c_transform` builds from anchors x_i and values v_i; it follows the bound
-    protocol with the bound 1. Distances are computed in float64 without the matrix-product shortcut.
-    """
-
-    anchors: torch.Tensor
-    values: torch.Tensor
-
-    def __init__(self, anchors: torch.Tensor, values: torch.Tensor, norm: str) -> None:
-        super().__init__()
-        self.norm = as_vector_norm(norm)
-        self.input_norm = self.output_norm = self.norm
-        self.register_buffer("anchors", anchors.detach().to(torch.float64))
-        self.register_buffer("values", values.detach().to(torch.float64))
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        scores = torch.cat([(self.values - _distances(chunk, self.anchors, self.norm)).amax(dim=1) for chunk in z.split(CHUNK)])
-        return scores.to(z.dtype)[:, None]
-
-    def lipschitz_bound(self, input_shape: tuple[int, ...] | None = None) -> float:
-        """1: each cone v_i - ||z - x_i|| is 1-Lipschitz in l_p, and so is their max."""
-        return 1.0
-
-    def lipschitz_cap(self) -> float:
-        """1 whatever the anchors and values."""
-        return 1.0
-
-
-CHUNK = 2048
-"""Rows of the distance matrix computed at once by the c-transform."""
-
-
-def _distances(a: torch.Tensor, b: torch.Tensor, norm: str) -> torch.Tensor:
-    p = {"1": 1.0, "2": 2.0, "inf": float("inf")}[norm]
-    return torch.cdist(a.to(torch.float64), b.to(torch.float64), p=p, compute_mode="donot_use_mm_for_euclid_dist")
-
-
-@torch.no_grad()
-def c_transform(
-    critic: nn.Module, x: torch.Tensor, y: torch.Tensor, weights_x: torch.Tensor, weights_y: torch.Tensor, norm: str
-) -> tuple[float, CTransformCritic]:
-    """Refine a critic on the samples by its c-transform; return (estimate, new critic).
-
-    The c-transform of optimal transport (Villani, Optimal Transport: Old and New, 2009, Def. 5.2;
-    docs/reference/wasserstein.md). With g = f / max(1, L) on the y_j: u_i = min_j g(y_j) + d(x_i, y_j), then v_j = max_i u_i - d(x_i, y_j).
-    Then u_i - v_j <= d(x_i, y_j) for every pair, so sum a_i u_i - sum b_j v_j is a feasible dual value of
-    the discrete problem (never above ot.emd2, up to float64 rounding), and it is at least the critic's own
-    value (u >= g on the x_i and v <= g on the y_j, as g is 1-Lipschitz). The returned critic
-    max_i u_i - d(z, x_i) takes exactly the values u on x and v on y.
-    """
-    twin = copy.deepcopy(critic).to(torch.float64).eval()
-    g = scores_of(twin, y.detach().double()) / max(1.0, lipschitz_bound(twin))
-    x64, y64 = x.detach().double(), y.detach().double()
-    u = torch.cat([(g + _distances(chunk, y64, norm)).amin(dim=1) for chunk in x64.split(CHUNK)])
-    v = torch.full_like(g, -torch.inf)
-    for start in range(0, len(x64), CHUNK):
-        chunk = slice(start, start + CHUNK)
-        v = torch.maximum(v, (u[chunk, None] - _distances(x64[chunk], y64, norm)).amax(dim=0))
-    value = float(weights_x.detach().double() @ u - weights_y.detach().double() @ v)
-    return value, CTransformCritic(x64, u, norm)
-
-
 def _prepare(
-    x: ArrayLike, y: ArrayLike, weights_x: ArrayLike | None, weights_y: ArrayLike | None, norm: str
+    x: ArrayLike, y: ArrayLike, weights_x: ArrayLike | None, weights_y: ArrayLike | None, norm: str, dtype: torch.dtype | None = None
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     as_vector_norm(norm)
-    x = as_samples(x, "x")
+    x = as_samples(x, "x", dtype=dtype)
+    if dtype is not None:  # exact for a wider dtype: the certificates refer to the samples as given
+        x = x.to(dtype)
     y = as_samples(y, "y", dtype=x.dtype).to(device=x.device)
     if x.shape[1] != y.shape[1]:
         raise ValueError(f"x and y must have the same number of features, got {x.shape[1]} and {y.shape[1]}")
     if y.dtype != x.dtype:
         y = y.to(x.dtype)
     return x, y, as_weights(weights_x, len(x), x, "weights_x"), as_weights(weights_y, len(y), x, "weights_y")
+
+
+def _choice(value: object, name: str, choices: Sequence[object]) -> None:
+    if not any(value is c or (isinstance(value, str) and value == c) for c in choices):
+        raise ValueError(f"unknown {name} {value!r}: choose from {', '.join(map(repr, choices))}")
 
 
 def wasserstein1(
@@ -206,45 +109,93 @@ def wasserstein1(
     norm: str = "2",
     critic: nn.Module | None = None,
     hidden: Sequence[int] = (64, 64, 64),
-    steps: int = 300,
+    max_steps: int = 2000,
+    tol: float = 1e-3,
+    patience: int = 100,
     lr: float = 3e-3,
-    batch_size: int | None = None,
+    batch_size: int | str | None = "auto",
+    refine: bool | str = "auto",
+    plan: str | None = "auto",
+    block_size: int = BLOCK_SIZE,
     seed: int = 0,
-    refine: bool = False,
-) -> tuple[float, nn.Module]:
-    """Estimate W1 between the weighted samples x ~ P and y ~ Q; return (distance, critic).
+) -> Wasserstein1Result:
+    """W1 between the weighted samples x ~ P and y ~ Q, certified as an interval [lower, upper].
 
     Ground metric: the l_`norm` distance ("1", "2" or "inf"). Weights (energies, as in NEEMo) are
-    normalised to probability measures; None means uniform. (The Energy Mover's Distance of events
-    with different total energies adds |E_P - E_Q| to this, as in Komiske et al.) The critic (from `make_critic`, or the
-    one given, which is trained further in place) maximises the Kantorovich-Rubinstein dual for
-    `steps` Adam steps, full batch or on weighted minibatches of `batch_size`.
+    normalised to probability measures; None means uniform. (The Energy Mover's Distance of events with
+    different total energies adds |E_P - E_Q| to this, as in Komiske et al.) Samples given as arrays are
+    read in float64; the critic trains in its own dtype, the certificates are computed in float64 on the
+    samples as given.
 
-    The distance is (E_P f - E_Q f) / max(1, L) with L = lipschitz_bound(critic), the sound bound
-    of the critic's effective weights, evaluated in float64: a 1-Lipschitz function's dual value, so
-    in exact arithmetic it never exceeds the exact W1 between the empirical measures (ot.emd2), and it
-    approaches it from below as the critic improves.
+    Lower end. The critic (from `make_critic`, or the one given, trained further in place) ascends the
+    dual with Adam, full batch (batch_size="auto" up to 20,000 points in all) or on weighted minibatches,
+    until the objective has not improved by tol * |best| for `patience` steps twice after tenfold learning
+    rate drops, or `max_steps`. Its certified value is (E_P f - E_Q f) / max(1, L), with L the sound
+    `lipschitz_bound` of its weights. refine="auto" (or True) then applies the exact c-transform on the
+    samples when n * m <= 25e6 (or always): a feasible dual value at least as large, whose critic is
+    the `CTransformCritic` max_i u_i - d(z, x_i). Cost: one training step is one forward and backward of
+    the critic over the batch; the c-transform is two passes over the n x m distances. With an exact
+    plan, the lower end is the larger of this and the c-transform of the plan's duals, which closes the
+    interval up to rounding; `critic_lower` keeps the critic's own certified value.
 
-    refine=True then applies one exact c-transform on the samples (`c_transform`): the estimate can
-    only grow and stays a feasible dual value, and the returned critic is the 1-Lipschitz
-    `CTransformCritic` max_i u_i - d(z, x_i) built on x. In high dimension, where the empirical W1 is
-    dominated by the sampling term that a smooth network does not fit, this closes most of the gap
-    (benchmarks/wasserstein.py); it costs one pass over the n x m distances.
+    Upper end. plan="auto": the exact optimal plan when n * m <= 4e6, else a block-diagonal plan of exact
+    plans between matched blocks of about `block_size` points (the blocks follow the critic's values,
+    so that mass is matched to mass of similar potential); "exact" or "blocks" force one; None skips
+    it (upper = inf). Plans need POT: pip install 'lipnets[ot]'. Cost: the exact plan is a network
+    simplex on the n x m costs (about 0.3 s at 1,000 a side); blocks cost that per block.
     """
-    x, y, weights_x, weights_y = _prepare(x, y, weights_x, weights_y, norm)
-    if isinstance(steps, bool) or int(steps) != steps or steps < 0:
-        raise ValueError(f"steps must be a non-negative integer, got {steps!r}")
+    _choice(refine, "refine", ("auto", True, False))
+    _choice(plan, "plan", (*PLANS, None))
+    if isinstance(batch_size, str):
+        _choice(batch_size, "batch_size", ("auto",))
+    if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 0:
+        raise ValueError(f"max_steps must be a non-negative integer, got {max_steps!r}")
+    patience = positive_int(patience, "patience")
+    block_size = positive_int(block_size, "block_size")
+    if not (isinstance(tol, (int, float)) and math.isfinite(tol) and tol >= 0):
+        raise ValueError(f"tol must be a finite number >= 0, got {tol!r}")
+    x, y, weights_x, weights_y = _prepare(x, y, weights_x, weights_y, norm, dtype=torch.float64)
+    norm = as_vector_norm(norm)
+    if plan is not None:  # before training: a missing extra must not leave a half-trained critic behind
+        require_extra("ot", "ot")
+    if batch_size == "auto":
+        batch_size = None if len(x) + len(y) <= FULL_BATCH_LIMIT else 4096
     if critic is None:
-        critic = seeded(seed, make_critic, x.shape[1], norm, hidden, dtype=x.dtype, device=x.device)
+        critic = seeded(seed, make_critic, x.shape[1], norm, hidden, device=x.device)
     check_critic(critic, norm)
-    parameter = next(critic.parameters(), None)
-    if parameter is not None:  # train in the critic's dtype and on its device
-        x, y, weights_x, weights_y = (t.to(device=parameter.device, dtype=parameter.dtype) for t in (x, y, weights_x, weights_y))
-    _CriticTrainer(critic, lr, batch_size, seed).ascend(x, y, weights_x, weights_y, int(steps))
+    trainer = CriticTrainer(critic, lr, batch_size, seed)  # type: ignore[arg-type]
+    parameter = next(critic.parameters())
+
+    def cast(t: torch.Tensor) -> torch.Tensor:  # train in the critic's dtype and on its device
+        return t.to(device=parameter.device, dtype=parameter.dtype)
+
+    steps = trainer.fit(cast(x), cast(y), cast(weights_x), cast(weights_y), max_steps=max_steps, tol=tol, patience=patience)
     critic.eval()
-    if refine:
-        return c_transform(critic, x, y, weights_x, weights_y, as_vector_norm(norm))
-    return certified_estimate(critic, x, y, weights_x, weights_y), critic
+    result_critic: nn.Module
+    if refine is True or (refine == "auto" and len(x) * len(y) <= REFINE_LIMIT):
+        critic_lower, result_critic = c_transform(critic, x, y, weights_x, weights_y, norm)
+        lower_method = "critic + c-transform"
+    else:
+        critic_lower, result_critic, lower_method = certified_estimate(critic, x, y, weights_x, weights_y), critic, "critic"
+    lower, upper, upper_method = critic_lower, math.inf, "none"
+    if plan is not None:
+        with torch.no_grad():
+            keys = (scores_of(critic, cast(x)).double().cpu(), scores_of(critic, cast(y)).double().cpu())
+        bound = plan_upper_bound(x, y, weights_x, weights_y, norm, plan, block_size, keys)
+        upper, upper_method = bound.value, bound.method
+        if bound.duals is not None:
+            plan_lower, _ = c_transform_values(bound.duals, x, y, weights_x, weights_y, norm)
+            if plan_lower > lower:
+                lower, lower_method = plan_lower, "exact plan duals + c-transform"
+    return Wasserstein1Result(
+        lower=lower,
+        upper=upper,
+        critic_lower=critic_lower,
+        critic=result_critic,
+        lower_method=lower_method,
+        upper_method=upper_method,
+        steps=steps,
+    )
 
 
 class Wasserstein1Loss(nn.Module):
@@ -278,7 +229,7 @@ class Wasserstein1Loss(nn.Module):
             critic = seeded(seed, make_critic, in_features, self.norm, hidden)
         check_critic(critic, self.norm)
         self.critic = critic
-        self._trainer = _CriticTrainer(critic, lr, batch_size, seed)
+        self._trainer = CriticTrainer(critic, lr, batch_size, seed)
 
     def forward(
         self, x: torch.Tensor, y: torch.Tensor, weights_x: torch.Tensor | None = None, weights_y: torch.Tensor | None = None

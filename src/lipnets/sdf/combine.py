@@ -15,8 +15,9 @@ from ..bounds import BoundedModule, bound_of, tracked_norms
 from ..validation import scores_of
 
 
-class _SDFCombination(BoundedModule):
-    """Shared bound protocol: the pointwise max/min of L_i-Lipschitz scalar maps is max_i L_i-Lipschitz."""
+class Combination(BoundedModule):
+    """Scalar maps of scalar parts sharing one input norm; default bound: the pointwise max/min of
+    L_i-Lipschitz maps is max_i L_i-Lipschitz."""
 
     def __init__(self, *parts: nn.Module) -> None:
         super().__init__()
@@ -46,21 +47,21 @@ class _SDFCombination(BoundedModule):
         return max(bound_of(part).cap for part in self.parts)
 
 
-class SDFUnion(_SDFCombination):
+class SDFUnion(Combination):
     """max_i f_i: inside (positive) where any part is inside."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._stacked(x).amax(dim=-1, keepdim=True)
 
 
-class SDFIntersection(_SDFCombination):
+class SDFIntersection(Combination):
     """min_i f_i: inside where every part is inside."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._stacked(x).amin(dim=-1, keepdim=True)
 
 
-class SDFComplement(_SDFCombination):
+class SDFComplement(Combination):
     """-f: swaps inside and outside."""
 
     def __init__(self, part: nn.Module) -> None:

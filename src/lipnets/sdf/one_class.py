@@ -24,7 +24,8 @@ from ..layers import project_
 from ..losses import hkr
 from ..models import LipschitzMLP
 from ..training.seeding import seeded
-from ..validation import ArrayLike, as_samples, scores_of
+from ..validation import ArrayLike, as_samples, positive_int, scores_of
+from .sampling import SAMPLERS, complementary_samples, default_domain
 
 STRATEGIES = ("lazy", "alternating")
 
@@ -65,40 +66,6 @@ def certified_auroc(
     return values if np.ndim(eps) else values[0]
 
 
-# --------------------------------------------------------------------------------------------------
-# negative sampling (Algorithm 6)
-
-
-def complementary_samples(
-    model: nn.Module,
-    n: int,
-    low: torch.Tensor,
-    high: torch.Tensor,
-    eps: float,
-    steps: int = 8,
-    generator: torch.Generator | None = None,
-) -> torch.Tensor:
-    """n samples of the complementary distribution Q_t(f) (Béthune's thesis, 2024, Algorithm 6).
-
-    z_0 ~ U(B) with B = [low, high]; each sample draws its own rate eta ~ U[0, 1] (so that Q covers the
-    path to the boundary) and takes `steps` projected Newton steps
-    z <- Pi_B(z - (eta / T) (f(z) + eps) grad f(z) / ||grad f(z)||) towards the level set f = -eps.
-    """
-    shape = (n, low.shape[-1])
-    uniform = torch.rand(shape, generator=generator, dtype=low.dtype).to(low.device)
-    z = low + (high - low) * uniform
-    eta = torch.rand((n, 1), generator=generator, dtype=low.dtype).to(low.device)
-    for _ in range(steps):
-        z.requires_grad_(True)
-        with torch.enable_grad():
-            values = scores_of(model, z)
-            (gradient,) = torch.autograd.grad(values.sum(), z)
-        direction = gradient / torch.linalg.vector_norm(gradient, dim=1, keepdim=True).clamp(min=1e-12)
-        z = z.detach() - (eta / steps) * (values.detach() + eps)[:, None] * direction
-        z = torch.maximum(torch.minimum(z, high), low)
-    return z.detach()
-
-
 def _frozen(model: nn.Module) -> nn.Module:
     """An eval-mode copy without gradients: its normalised weights are cached across the T steps."""
     return copy.deepcopy(model).eval().requires_grad_(False)
@@ -120,7 +87,8 @@ class OneClassSDF(OutlierMixin, BaseEstimator):
     (None: 5% of the data's root-mean-square distance to its mean); alpha, the hinge weight;
     strategy "lazy" (Algorithm 7: one negative batch per `iterations`, `inner_steps` updates on it) or
     "alternating" (Algorithm 5 with `inner_steps` updates per classifier f_t, each on a fresh batch from
-    Q_t, instead of the thesis's "until convergence"); newton_steps, T of Algorithm 6; domain, the box B as (low, high) (None: mean +- 5 standard
+    Q_t, instead of the thesis's "until convergence"); newton_steps, T of Algorithm 6 (or the Langevin steps); sampler, "newton" (Algorithm 6) or
+    "langevin" (Metropolis-adjusted Langevin, Remark 5.4; sampling.py); domain, the box B as (low, high) (None: mean +- 5 standard
     deviations per feature, thesis Example 5.1).
     """
 
@@ -134,6 +102,7 @@ class OneClassSDF(OutlierMixin, BaseEstimator):
         iterations: int = 300,
         inner_steps: int = 4,
         newton_steps: int = 8,
+        sampler: str = "newton",
         batch_size: int = 256,
         lr: float = 2e-3,
         domain: tuple | None = None,
@@ -146,6 +115,7 @@ class OneClassSDF(OutlierMixin, BaseEstimator):
         self.iterations = iterations
         self.inner_steps = inner_steps
         self.newton_steps = newton_steps
+        self.sampler = sampler
         self.batch_size = batch_size
         self.lr = lr
         self.domain = domain
@@ -155,34 +125,24 @@ class OneClassSDF(OutlierMixin, BaseEstimator):
     def _check_params(self, x: torch.Tensor) -> tuple[float, torch.Tensor, torch.Tensor]:
         if self.strategy not in STRATEGIES:
             raise ValueError(f"unknown strategy {self.strategy!r}: choose 'lazy' (Algorithm 7) or 'alternating' (Algorithm 5)")
+        if self.sampler not in SAMPLERS:
+            raise ValueError(
+                f"unknown sampler {self.sampler!r}: choose 'newton' (Algorithm 6) or 'langevin' (Metropolis-adjusted Langevin)"
+            )
         for name in ("iterations", "inner_steps", "newton_steps", "batch_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+            positive_int(getattr(self, name), name)
         for name in ("alpha", "lr"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-        center = x.mean(0)
         if self.eps is None:
-            spread = float(torch.linalg.vector_norm(x - center, dim=1).pow(2).mean().sqrt())
+            spread = float(torch.linalg.vector_norm(x - x.mean(0), dim=1).pow(2).mean().sqrt())
             eps = 0.05 * spread if spread > 0 else 0.05
         else:
             eps = float(self.eps)
             if not (math.isfinite(eps) and eps > 0):
                 raise ValueError(f"eps must be a finite number > 0, got {self.eps!r}")
-        if self.domain is None:
-            std = x.std(0, correction=0) if len(x) > 1 else torch.ones_like(center)
-            floor = std[std > 0].mean() if (std > 0).any() else torch.ones((), dtype=x.dtype)
-            half = 5.0 * torch.where(std > 0, std, floor)
-            low, high = center - half, center + half
-        else:
-            try:
-                low, high = (torch.as_tensor(bound, dtype=x.dtype).expand(x.shape[1]).clone() for bound in self.domain)
-            except (TypeError, ValueError, RuntimeError) as error:
-                raise ValueError(f"domain must be (low, high) scalars or vectors of length {x.shape[1]}, got {self.domain!r}") from error
-            if not (torch.isfinite(low).all() and torch.isfinite(high).all() and (low < high).all()):
-                raise ValueError(f"domain must have finite low < high in every feature, got {self.domain!r}")
+        low, high = default_domain(x, self.domain)
         return eps, low, high
 
     def fit(self, X: ArrayLike, y: object = None) -> OneClassSDF:
@@ -200,7 +160,9 @@ class OneClassSDF(OutlierMixin, BaseEstimator):
             negatives = None
             for _ in range(self.inner_steps):
                 if negatives is None or self.strategy == "alternating":
-                    negatives = complementary_samples(snapshot, self.batch_size, low, high, eps, self.newton_steps, generator)
+                    negatives = complementary_samples(
+                        snapshot, self.batch_size, low, high, eps, self.newton_steps, generator, sampler=self.sampler
+                    )
                 index = torch.randint(len(x), (self.batch_size,), generator=generator)
                 scores = scores_of(model, torch.cat([x[index], negatives]))
                 loss = hkr(scores, targets, alpha=self.alpha, margin=eps)
@@ -242,7 +204,8 @@ class OneClassSDF(OutlierMixin, BaseEstimator):
         low, high = (torch.as_tensor(bound) for bound in self.domain_)
         generator = torch.Generator().manual_seed(seed)
         steps = self.newton_steps if newton_steps is None else int(newton_steps)
-        return complementary_samples(_frozen(self.critic_), int(n), low, high, self.eps_, steps, generator).double().numpy()
+        model = _frozen(self.critic_)
+        return complementary_samples(model, int(n), low, high, self.eps_, steps, generator, sampler=self.sampler).double().numpy()
 
     def certified_auroc(self, X_in: ArrayLike, X_out: ArrayLike, eps: float | Sequence[float] = 0.0) -> float | list[float]:
         """AUROC of inliers X_in against outliers X_out that holds under any l2 attack of radius eps (Prop. 12).
