@@ -21,6 +21,7 @@ SCRIPTS = {
     "overhead": ["benchmarks/overhead.py", "--quick"],
     "privacy": ["benchmarks/privacy.py", "--quick"],
     "trigger": ["examples/trigger.py", "--quick", "--no-write", "--out", "{tmp}"],
+    "trigger_export": ["benchmarks/trigger_export.py", "--quick", "--no-write"],
     "train_ddp": ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "examples/train_ddp.py", "{tmp}"],
 }
 
