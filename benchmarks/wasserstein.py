@@ -179,7 +179,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=1000, help="points per distribution in the exact-size table (default 1000)")
     parser.add_argument("--dims", type=int, nargs="+", default=[2, 8, 32])
-    parser.add_argument("--cases", nargs="+", choices=list(CASES), default=list(CASES), help="distribution pairs of the exact-size table (default: all)")
+    parser.add_argument(
+        "--cases", nargs="+", choices=list(CASES), default=list(CASES), help="distribution pairs of the exact-size table (default: all)"
+    )
     parser.add_argument("--large", action="store_true", help="run the large-sample table instead")
     parser.add_argument("--large-n", type=int, nargs="+", default=[5000, 100_000, 1_000_000])
     parser.add_argument("--large-dims", type=int, nargs="+", default=[2, 8])

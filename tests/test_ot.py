@@ -255,7 +255,7 @@ def test_semidual_objective_is_the_c_transform_value_of_the_critic_on_y():
     rng = np.random.default_rng(3)
     # Student t samples: the heavy-tailed case the semi-dual phase is for
     x = rng.standard_t(2, size=(70, 3))
-    y = rng.standard_t(3, size=(50, 3)) + [1.0, 0.0, 0.0]
+    y = rng.standard_t(3, size=(50, 3)) + np.array([1.0, 0.0, 0.0])
     a, b = rng.uniform(0.1, 1, 70), rng.uniform(0.1, 1, 50)
     a, b = a / a.sum(), b / b.sum()
     exact = emd2(x, y, weights_x=a, weights_y=b)

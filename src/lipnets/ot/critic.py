@@ -76,7 +76,9 @@ def dual_objective(critic: nn.Module, x: torch.Tensor, y: torch.Tensor, weights_
     return weights_x @ scores[: len(x)] - weights_y @ scores[len(x) :]
 
 
-def semidual_objective(critic: nn.Module, y: torch.Tensor, weights_x: torch.Tensor, weights_y: torch.Tensor, distances: torch.Tensor) -> torch.Tensor:
+def semidual_objective(
+    critic: nn.Module, y: torch.Tensor, weights_x: torch.Tensor, weights_y: torch.Tensor, distances: torch.Tensor
+) -> torch.Tensor:
     """sum_i a_i min_j (f(y_j) + d_ij) - sum_j b_j f(y_j): the semi-dual of the discrete problem (differentiable).
 
     The value of the c-transform pair built from f on the y_j (Genevay, Cuturi, Peyré and Bach,
