@@ -266,8 +266,13 @@ def peak_training_memory(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> 
     return (resident + peak) / 2**20
 
 
-def time_variants(variants: dict[str, Variant], inputs: tuple[torch.Tensor, torch.Tensor], rounds: int, min_time: float) -> list[dict]:
-    """Train-step and eval-forward times of every variant on the inputs' device, with ratios to the first."""
+def time_variants(
+    variants: dict[str, Variant], inputs: tuple[torch.Tensor, torch.Tensor], rounds: int, min_time: float, *, memory_peaks: bool = True
+) -> list[dict]:
+    """Train-step and eval-forward times of every variant on the inputs' device, with ratios to the first.
+
+    memory_peaks: also measure each variant's peak training memory (a profiled step; --quick skips it).
+    """
     x, y = inputs
     calls: dict[tuple[str, str], Callable[[], None]] = {}
     memory: dict[str, float] = {}
@@ -279,7 +284,7 @@ def time_variants(variants: dict[str, Variant], inputs: tuple[torch.Tensor, torc
 
         if variant.trains:
             calls[name, "train"] = train_step(build(), x, y, variant.compiled)[0]
-            if not variant.compiled:
+            if memory_peaks and not variant.compiled:
                 memory[name] = peak_training_memory(build(), x, y)
         calls[name, "eval"] = eval_forward(build(), x, variant.compiled)
     for key, call in calls.items():  # warm-up, and compilation for compiled variants
@@ -364,7 +369,7 @@ def instruction_rows(widths: tuple[int, ...], batch: int, number: int = 50) -> l
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer rounds and shorter timings, for a smoke run")
+    parser.add_argument("--quick", action="store_true", help="fewer rounds, shorter timings and no memory peaks, for a smoke run")
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile variants")
     parser.add_argument("--write", action="store_true", help=f"write the tables to {RESULTS}")
     parser.add_argument(
@@ -398,7 +403,8 @@ def main(argv: list[str] | None = None) -> None:
 
     def timed(name: str, variants: dict[str, Variant] | None, x: torch.Tensor, y: torch.Tensor, title: str) -> None:
         if name in args.sections and variants is not None:
-            sections.append(format_table(time_variants(variants, (x.to(device), y.to(device)), rounds, min_time), title))
+            rows = time_variants(variants, (x.to(device), y.to(device)), rounds, min_time, memory_peaks=not args.quick)
+            sections.append(format_table(rows, title))
             print(sections[-1] + "\n", flush=True)
 
     for name, (title, widths, batch) in DENSE_MODELS.items():

@@ -149,6 +149,9 @@ class ReshapedKernelOrthogonal(WeightConstraint):
     def refine(self, weight: torch.Tensor) -> torch.Tensor:
         return self._on_matrix(self.orthogonal.refine, weight)
 
+    def projected_forward(self, weight: torch.Tensor) -> torch.Tensor:
+        return self._on_matrix(self.orthogonal.projected_forward, weight)
+
     def extra_repr(self) -> str:
         return f"lipschitz={self.lipschitz:g}, stride_factor={self.factor:g}, iterations={self.orthogonal.iterations}"
 

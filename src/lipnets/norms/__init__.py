@@ -6,6 +6,7 @@ from .dense import (
     as_layer_norm,
     cheap_spectral_bound,
     gram_spectral_bound,
+    gram_spectral_bound_and_vector,
     layer_operator_norm,
     operator_norm,
 )
@@ -25,6 +26,7 @@ __all__ = [
     "conversion_factor",
     "dual",
     "gram_spectral_bound",
+    "gram_spectral_bound_and_vector",
     "kernel_gram",
     "layer_operator_norm",
     "operator_norm",
