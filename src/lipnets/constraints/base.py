@@ -23,7 +23,7 @@ def check_lipschitz(value: float, name: str = "lipschitz") -> float:
 class WeightConstraint(nn.Module, abc.ABC):
     """A `torch.nn.utils.parametrize` parametrization mapping a free weight into a feasible set.
 
-    Subclasses implement `normalize` (differentiable, used in training: Algorithm 1 of Kitouni et al.)
+    Subclasses implement `normalize` (differentiable, used in training: Algorithm 1 of Kitouni, Nolte and Williams 2023)
     and may override `project` (used by `project_` after an optimizer step and at export). In eval
     mode, when no gradient flows to the weight, the normalised weight is cached and recomputed only
     when the free weight changes (an optimizer step, `load_state_dict`, `.to()`).

@@ -25,9 +25,9 @@ class ConvSpectralNorm(WeightConstraint):
     """K / max(1, sigma / lambda), sigma from power iteration on the strided circular convolution.
 
     The singular vectors (one per frequency block of `conv_symbol` on a POWER_GRID grid) are a
-    persistent buffer advanced `power_iterations` times per training forward (Miyato et al.). Power iteration approaches sigma from
+    persistent buffer advanced `power_iterations` times per training forward (Miyato et al., ICLR 2018). Power iteration approaches sigma from
     below, so it only drives training: the layer reports the exact bound of the result. `project`
-    divides by the Gram-iteration bound (Delattre et al. 2024), which never underestimates.
+    divides by the Gram-iteration bound (after Delattre et al., ICML 2023; docs/reference/convolutions.md), which never underestimates.
 
     The blocks are built in real arithmetic, Re and Im as two real matrices per frequency from one
     matrix product with the cosines and sines of `symbol_phases` (complex batched products run
@@ -157,7 +157,7 @@ class ReshapedKernelOrthogonal(WeightConstraint):
 
 
 class ConvAOL(WeightConstraint):
-    """AOL (Prach & Lampert 2022): lambda K diag(d), d_i = (sum_j,b |K^T K|_ij[b])^(-1/2); no iteration.
+    """AOL (Prach and Lampert, ECCV 2022, Theorem 1): lambda K diag(d), d_i = (sum_j,b |K^T K|_ij[b])^(-1/2); no iteration.
 
     1-Lipschitz (times lambda) by construction for zero padding, any stride and input size.
     """

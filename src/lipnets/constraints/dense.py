@@ -1,4 +1,7 @@
-"""Constraints on dense weights: direct normalisation (Kitouni et al. Eqs. 2.7, 2.8), spectral, orthogonal."""
+"""Constraints on dense weights: direct normalisation (Kitouni, Nolte and Williams 2023, Eqs. 2.7-2.8), spectral, orthogonal.
+
+See docs/reference/norms.md for the norms, the Gram iteration bound and Björck's iteration.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The two-moons loss study: Fig. 7 of Kitouni et al. (Section 5) and Kitouni's blog post "How to train your Lipschitz network".
+"""The two-moons loss study: Fig. 7 of Kitouni, Nolte and Williams (2023, Section 5) and N. Nolte's blog post "How to train your Lipschitz Network" (2022).
 
 The same 1-Lipschitz network (l1 -> l-inf first layer, l-inf afterwards, GroupSort) is trained on
 scikit-learn's two moons with six objectives. The classes are separable, but a 1-Lipschitz function

@@ -112,7 +112,7 @@ def pgd(
     """Untargeted projected gradient ascent on the margin loss inside the `norm` ball of radius `eps` around x.
 
     eps and step_size are one number or one per input; step_size defaults to 2.5 eps / steps (Madry
-    et al.). The first restart starts at x and ascends the untargeted margin; restart i >= 1 starts at a
+    et al., ICLR 2018). The first restart starts at x and ascends the untargeted margin; restart i >= 1 starts at a
     random point of the ball and, for a multiclass model, ascends the margin towards the i-th best other
     class of the clean input (the max over classes can lock onto a class that is not the easiest to
     reach). Success is always judged by the untargeted margin loss. Returns, per input,

@@ -36,7 +36,7 @@ class NormPreserving(FixedBound):
 
 
 class GroupSort(NormPreserving):
-    """Sorts the features in consecutive groups of `group_size` (Anil et al.; Kitouni Eq. 2.9).
+    """Sorts the features in consecutive groups of `group_size` (Anil et al., ICML 2019; Kitouni et al. 2023, Eq. 2.9).
 
     `group_size` is the size of each group (2 gives MaxMin-like pairs), not the number of groups.
     `dim` is the feature dimension: -1 for dense layers, 1 for channels of images.
@@ -70,7 +70,7 @@ class GroupSort(NormPreserving):
 
 
 class MaxMin(NormPreserving):
-    """Splits the features in two halves a, b and returns [max(a, b), min(a, b)] (Anil et al.)."""
+    """Splits the features in two halves a, b and returns [max(a, b), min(a, b)] (Anil et al., ICML 2019)."""
 
     def __init__(self, dim: int = -1) -> None:
         super().__init__()

@@ -220,7 +220,7 @@ class PlainSLL(nn.Module):
 
 
 class SLLBlock(BoundedModule):
-    """SDP-based Lipschitz residual block (Araujo et al. 2023, Theorem 3): h(x) = x - 2 W T^-1 relu(W^T x + b).
+    """SDP-based Lipschitz residual block (Araujo et al., ICLR 2023, Theorem 3): h(x) = x - 2 W T^-1 relu(W^T x + b).
 
     W^T is the convolution with kernel K (inner_channels x channels x k x k, k odd, "same" padding)
     and W its exact adjoint; T = diag(t), t_i = sum_j,b |K K^T|_ij[b] q_j / q_i with q = exp(log_q) > 0.

@@ -11,7 +11,7 @@ from .constrained import ConstrainedWeight
 
 
 class LipschitzLinear(ConstrainedWeight, nn.Linear):
-    """A dense layer y = W x + b with ||W||_{p -> q} <= lipschitz (Kitouni Eqs. 2.6-2.8).
+    """A dense layer y = W x + b with ||W||_{p -> q} <= lipschitz (Kitouni, Nolte and Williams 2023, Eqs. 2.6-2.8; docs/reference/norms.md).
 
     norm selects the operator norm: "1", "inf", "1-inf", "2-inf", "2" (spectral) or "orthogonal"
     (Björck, gradient norm preserving). vectorwise and rescaling select among Eqs. 2.7 and 2.8 for the

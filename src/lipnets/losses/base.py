@@ -14,7 +14,7 @@ REDUCTIONS = ("mean", "sum", "none")
 
 
 DEFAULT_TAU = 1.0
-"""Temperature default: tau = 1, the frameworks' default that Béthune's thesis (2024, Section 1.3) starts from."""
+"""Temperature default: tau = 1, the frameworks' default that Béthune's thesis (2024, Section 1.2.2) starts from."""
 
 
 DEFAULT_MARGIN = 1.0

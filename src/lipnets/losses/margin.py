@@ -1,7 +1,7 @@
 """Margin losses for Lipschitz classifiers: tau cross-entropies, hinge, dynamic hinge, multiclass hinge.
 
-Kitouni, Nolte and Williams, "Robust and Provably Monotonic Networks", Section 5 (Eqs. 5.1-5.4), and
-Béthune, "Deep learning with Lipschitz constraints" (PhD thesis, 2024), Sections 1.3 and 4: a
+Kitouni, Nolte and Williams, "Robust and Provably Monotonic Networks" (2023), Section 5 (Eqs. 5.1-5.4), and
+Béthune, "Deep learning with Lipschitz constraints" (PhD thesis, 2024), Sections 1.2.2 and 4: a
 Lipschitz network cannot push its outputs to large values, so a larger tau (or a smaller hinge
 margin) trades certified radius for clean accuracy. See docs/reference/losses.md.
 """
@@ -72,7 +72,7 @@ def dynamic_hinge(input: torch.Tensor, target: torch.Tensor, reduction: str = "m
 
 
 def multiclass_hinge(input: torch.Tensor, target: torch.Tensor, margin: float = DEFAULT_MARGIN, reduction: str = "mean") -> torch.Tensor:
-    """max(0, m - (f_y(x) - max_{j != y} f_j(x))): the hinge on the top-1 margin (Crammer-Singer).
+    """max(0, m - (f_y(x) - max_{j != y} f_j(x))): the hinge on the top-1 margin (Crammer and Singer, JMLR 2001).
 
     The top-1 margin is what a multiclass certificate divides by the Lipschitz constant of a logit
     difference (sqrt(2) L for an l2 output), so m sets the radius the loss aims for.

@@ -16,7 +16,7 @@ DISTRIBUTIONS = ("per-layer", "output")
 def layer_norms(depth: int, input_norm: str, hidden_norm: str | None = None) -> list[str]:
     """The weight constraint of each of `depth` layers so that consecutive norms chain.
 
-    input_norm "1": "1-inf" then "inf" (Kitouni et al.); "inf": "inf" throughout; "2": "orthogonal"
+    input_norm "1": "1-inf" then "inf" (Anil, Lucas and Grosse, ICML 2019; Nolte, Kitouni and Williams, ICLR 2023); "inf": "inf" throughout; "2": "orthogonal"
     throughout by default, or hidden_norm="2" (spectral) or "2-inf" ("2-inf" then "inf").
     """
     start = as_vector_norm(input_norm)
@@ -47,7 +47,7 @@ class LipschitzMLP(nn.Sequential):
     """A dense network that is `lipschitz`-Lipschitz from `input_norm` to its tracked output norm.
 
     Layers alternate LipschitzLinear and a gradient-norm-preserving activation. The product of the
-    layer constants is `lipschitz` (Eq. 2.6). Further options: activation ("groupsort", "maxmin",
+    layer constants is `lipschitz` (Kitouni, Nolte and Williams 2023, Eq. 2.6). Further options: activation ("groupsort", "maxmin",
     "fullsort", "abs", "relu"), group_size, distribute, hidden_norm, and the LipschitzLinear options
     vectorwise, rescaling and mode.
     """

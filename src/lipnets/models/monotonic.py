@@ -1,4 +1,7 @@
-"""The monotonic residual f(x) = g(x) + lambda sum_i s_i x_i (Kitouni et al. Eqs. 2.3-2.4)."""
+"""The monotonic residual f(x) = g(x) + lambda sum_i s_i x_i (Kitouni, Nolte and Williams 2023, Eqs. 2.3-2.4).
+
+See docs/reference/monotonic.md for the argument, the per-feature constants and the bound of f.
+"""
 
 from __future__ import annotations
 

@@ -224,7 +224,7 @@ def kernel_gram(kernel: torch.Tensor) -> torch.Tensor:
 
 
 def aol_scale(kernel: torch.Tensor) -> torch.Tensor:
-    """Per input channel, (sum_j sum_b |K^T K|_ij[b])^(-1/2) (Prach & Lampert 2022, Theorem 1 for convolutions).
+    """Per input channel, (sum_j sum_b |K^T K|_ij[b])^(-1/2) (Prach and Lampert, ECCV 2022, Theorem 1, for convolutions).
 
     K diag(scale) is then 1-Lipschitz for circular convolutions on any grid, hence for zero padding
     (a restriction) and any stride (a subsampling). Channels whose column is zero get scale 0.
@@ -243,7 +243,7 @@ def _hermitian_product(real: torch.Tensor, imaginary: torch.Tensor) -> tuple[tor
 
 
 def conv_gram_bound(kernel: torch.Tensor, iterations: int = 4) -> torch.Tensor:
-    """Gram iteration on the kernel (Delattre et al. 2024): a bound on sup_theta sigma_max(K(theta)).
+    """Gram iteration on the kernel (after Delattre et al., ICML 2023): a bound on sup_theta sigma_max(K(theta)).
 
     G_0 = K, G_{t+1} = G_t^H G_t on the symbol (rescaled with the log-scale kept, so nothing
     overflows). G_t is the Hermitian kernel of (K^H K)^(2^(t-1)), whose spectral radius at every theta

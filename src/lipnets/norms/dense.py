@@ -65,7 +65,7 @@ def layer_operator_norm(weight: torch.Tensor, norm: str) -> float:
 
 
 def gram_spectral_bound(weight: torch.Tensor, iterations: int = 6) -> torch.Tensor:
-    """Gram iteration (Delattre et al., 2023): a differentiable upper bound on sigma_max(W).
+    """Gram iteration (Delattre et al., ICML 2023; docs/reference/norms.md): a differentiable upper bound on sigma_max(W).
 
     G_0 = W, G_{t+1} = G_t^T G_t, each rescaled by its Frobenius norm with the log-scale kept, so that
     sigma_max(W) <= ||G_t||_F^(1/2^t) never underestimates and never overflows.

@@ -2,9 +2,10 @@
 
 The Kantorovich-Rubinstein dual W1(P, Q) = sup_{f 1-Lipschitz} E_P f - E_Q f is maximised over a
 Lipschitz network whose input norm is the ground metric: orthogonal layers and GroupSort for l2
-(gradient norm preserving, Béthune's thesis, 2024, ch. 2), Kitouni's l1 -> l_inf first layer for l1 (Kitouni et al. 2023,
-Eqs. 2.6-2.8; sound, but not gradient norm preserving: no GNP construction exists in l1), l_inf
-layers for l_inf. This is how NEEMo computes the Energy Mover's Distance of weighted events.
+(gradient norm preserving, Béthune's thesis, 2024, ch. 2), an l1 -> l_inf first layer then l_inf layers for l1
+(Anil, Lucas and Grosse, ICML 2019; sound, but not gradient norm preserving: no GNP construction exists
+in l1), l_inf layers for l_inf. This is how NEEMo (Kitouni, Nolte and Williams, NeurIPS 2022 workshop
+on Machine Learning and the Physical Sciences) computes the Energy Mover's Distance of weighted events.
 
 `wasserstein1` returns a lower bound of W1 between the (normalised) weighted empirical measures;
 `Wasserstein1Loss` is the same quantity as a differentiable loss, with the critic updated
@@ -39,7 +40,7 @@ def make_critic(
     """A scalar 1-Lipschitz critic w.r.t. the l_`norm` input norm.
 
     "2": orthogonal (Björck) layers and GroupSort, gradient norm preserving; "1": l1 -> l_inf first
-    layer then l_inf layers (Kitouni et al.), 1-Lipschitz in l1 but not GNP; "inf": l_inf layers.
+    layer then l_inf layers (Anil, Lucas and Grosse, ICML 2019), 1-Lipschitz in l1 but not GNP; "inf": l_inf layers.
     """
     ground = as_vector_norm(norm)
     critic = LipschitzMLP(
@@ -162,9 +163,10 @@ def _distances(a: torch.Tensor, b: torch.Tensor, norm: str) -> torch.Tensor:
 def c_transform(
     critic: nn.Module, x: torch.Tensor, y: torch.Tensor, weights_x: torch.Tensor, weights_y: torch.Tensor, norm: str
 ) -> tuple[float, CTransformCritic]:
-    """Refine a critic on the samples by its c-transform (Villani 2009, Def. 5.2); return (estimate, new critic).
+    """Refine a critic on the samples by its c-transform; return (estimate, new critic).
 
-    With g = f / max(1, L) on the y_j: u_i = min_j g(y_j) + d(x_i, y_j), then v_j = max_i u_i - d(x_i, y_j).
+    The c-transform of optimal transport (Villani, Optimal Transport: Old and New, 2009, Def. 5.2;
+    docs/reference/wasserstein.md). With g = f / max(1, L) on the y_j: u_i = min_j g(y_j) + d(x_i, y_j), then v_j = max_i u_i - d(x_i, y_j).
     Then u_i - v_j <= d(x_i, y_j) for every pair, so sum a_i u_i - sum b_j v_j is a feasible dual value of
     the discrete problem (never above ot.emd2, up to float64 rounding), and it is at least the critic's own
     value (u >= g on the x_i and v <= g on the y_j, as g is 1-Lipschitz). The returned critic

@@ -1,4 +1,4 @@
-"""Signed distance functions and one-class learning with 1-Lipschitz networks (Béthune's thesis, 2024, ch. 5).
+"""Signed distance functions and one-class learning with 1-Lipschitz networks (Béthune's thesis, 2024, ch. 5; docs/reference/sdf.md).
 
 `OneClassSDF` is the thesis's OCSDF: a 1-Lipschitz (orthogonal, GroupSort) network trained with the
 HKR loss, margin m = eps (Theorem 2), to separate the data from a complementary distribution whose

@@ -2,7 +2,7 @@
 
 Inputs are standardised inside the estimator (x' = (x - mu) / sigma, and for regression the target too),
 so `lipschitz` is the constant lambda of the network in standardised units, the scale-free knob of
-Kitouni et al. (Eq. 2.6). The guarantee is reported in the user's units: by docs/reference/monotonic.md
+Kitouni, Nolte and Williams (2023, Eq. 2.6). The guarantee is reported in the user's units: by docs/reference/monotonic.md
 "Standardisation", the l1 -> output bound is multiplied by max_i 1/sigma_i (and by the target's scale for a
 regressor). `lipschitz_bound_` is that sound number, computed from the trained weights, and
 `verify_monotonic(X)` checks the monotone constraints over dense pairs in the original units.
@@ -369,7 +369,7 @@ class _Constrained:
 
 
 class MonotonicRegressor(_RegressorTask, _Constrained, _NetworkEstimator):
-    """A monotonic Lipschitz network regressor (Kitouni et al. Eq. 2.3) with LightGBM-style constraints.
+    """A monotonic Lipschitz network regressor (Kitouni, Nolte and Williams 2023, Eq. 2.3) with LightGBM-style constraints.
 
     |df/dx'_i| <= 2 lambda for a constrained standardised column (lambda from g, lambda from the residual)
     and <= lambda for a free one; `lipschitz_bound_` is the sound l1 -> |.| bound in original units.
