@@ -281,6 +281,11 @@ def time_variants(
     memory_peaks: also measure each variant's peak training memory (a profiled step; --quick skips it).
     """
     x, y = inputs
+    # every compiled model shares the code object of its forward wrapper, and past torch._dynamo's
+    # recompile limit a model would silently run eagerly: start each table from an empty cache and fail
+    # rather than time an eager model as a compiled one
+    torch.compiler.reset()
+    torch._dynamo.config.fail_on_recompile_limit_hit = True
     calls: dict[tuple[str, str], Callable[[], None]] = {}
     memory: dict[str, float] = {}
     for name, variant in variants.items():
