@@ -49,7 +49,7 @@ def test_same_seed_gives_identical_weights_and_history():
 def test_history_records_losses_and_metrics_per_epoch():
     history = lipnets.fit(model(), TauBCEWithLogitsLoss(16.0), TRAIN, VAL, epochs=4, batch_size=64, metrics=["accuracy"], progress=False)
     assert isinstance(history, History) and history.epochs == 4
-    assert set(history) == {"loss", "val_loss", "val_accuracy"}
+    assert set(history) == {"loss", "lr", "val_loss", "val_accuracy"}
     assert all(len(values) == 4 for values in history.values())
     assert history["loss"][-1] < history["loss"][0]
     assert history.best_epoch == min(range(4), key=history["val_loss"].__getitem__)
