@@ -59,7 +59,12 @@ def add_parser(commands: Any) -> None:
         default="auto",
         help=f"auto (default): classification if the target is non-numeric, boolean, or integer with at most {AUTO_CLASSES} distinct values; else regression",
     )
-    fit.add_argument("--lipschitz", type=float, default=1.0, help="lambda of each network, in standardised units (default 1)")
+    fit.add_argument(
+        "--lipschitz",
+        type=float,
+        help="lambda of each network, in standardised units: how far the prediction (in target standard deviations) or "
+        "the logit may move per standard deviation of a column (default 1 for regression, 4 for classification)",
+    )
     fit.add_argument("--hidden", default="32,32", help="comma-separated hidden widths, even numbers (default 32,32)")
     fit.add_argument("--n-estimators", type=_auto_or(int), default="auto", help="networks averaged (default auto: more on small tables)")
     fit.add_argument("--max-iter", type=int, default=200, help="maximum training epochs per network (default 200)")
@@ -212,9 +217,10 @@ def run(args: argparse.Namespace) -> int:
     elif args.positive_class is not None:
         raise ValueError("--positive-class applies to classification; this target is fitted as a regression (see --task)")
     estimator_class = MonotonicClassifier if task == "classification" else MonotonicRegressor
+    defaults = {} if args.lipschitz is None else {"lipschitz": args.lipschitz}
     estimator = estimator_class(
         constraints,
-        lipschitz=args.lipschitz,
+        **defaults,
         hidden=tuple(int(w) for w in names(args.hidden)),
         n_estimators=args.n_estimators,
         max_iter=args.max_iter,

@@ -106,7 +106,7 @@ def as_frame(X: Any) -> pd.DataFrame:
     array = np.asarray(X)
     if array.ndim != 2:
         raise ValueError(f"X must be a 2-D table (rows, columns), got shape {array.shape}; reshape a single feature with X.reshape(-1, 1)")
-    return pd.DataFrame(array)
+    return pd.DataFrame(array, copy=False)
 
 
 class ColumnEncoder:
@@ -166,14 +166,19 @@ class ColumnEncoder:
         starts = np.cumsum([0] + [column.width for column in self.columns])
         return [slice(int(start), int(stop)) for start, stop in zip(starts[:-1], starts[1:])]
 
-    def transform(self, frame: pd.DataFrame, dtype: Any = np.float32) -> np.ndarray:
-        """The encoded matrix (rows, width); raises TableError naming every column that cannot be encoded."""
+    def transform(self, frame: pd.DataFrame, dtype: Any = np.float32, order: np.ndarray | None = None) -> np.ndarray:
+        """The encoded matrix (rows, width), rows in `order` if given; raises TableError naming every column that cannot be encoded.
+
+        Columns are encoded one at a time, so the memory needed beyond the result is that of one column.
+        """
         if frame.shape[1] != len(self.columns):
             raise ValueError(f"X has {frame.shape[1]} feature(s), but the model was fitted with {len(self.columns)}")
         out = np.empty((len(frame), self.width), dtype=dtype)
         problems = []
         for position, (column, where) in enumerate(zip(self.columns, self.groups())):
             values = frame.iloc[:, position]
+            if order is not None:
+                values = values.iloc[order]
             if column.kind == "categorical":
                 text = _as_text(values)
                 out[:, where] = text[:, None] == np.asarray(column.categories, dtype=object)[None, :]

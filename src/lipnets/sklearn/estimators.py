@@ -94,12 +94,12 @@ def auto_settings(rows: int) -> dict[str, int]:
     """What the "auto" parameters become for a table of `rows` training rows.
 
     batch_size: 32 up to a few thousand rows, growing with the table to 4096 from about 260k rows, so
-    an epoch is a few dozen to a few hundred steps; n_estimators: 5 networks averaged on small tables
-    (variance dominates there), fewer as the table grows, 1 from 50k rows; an epoch: the whole table,
-    or 2^18 rows of a continuing shuffle on larger ones.
+    an epoch is a few dozen to a few hundred steps; n_estimators: 5 networks averaged up to 2,000 rows
+    (variance dominates there), fewer as the table grows, 1 from about 7,000 rows; an epoch: the whole
+    table, or 2^18 rows of a continuing shuffle on larger ones.
     """
     batch = int(np.clip(2 ** round(math.log2(max(rows, 1) / 64)), 32, 4096))
-    members = int(np.clip(round(50_000 / max(rows, 1)), 1, 5))
+    members = int(np.clip(round(10_000 / max(rows, 1)), 1, 5))
     steps = math.ceil(min(rows, ROWS_PER_EPOCH) / batch)
     return {"batch_size": batch, "n_estimators": members, "steps_per_epoch": steps}
 
@@ -175,9 +175,11 @@ class _NetworkEstimator(BaseEstimator):
 
     Parameters (HistGradientBoosting's names where they exist):
 
-    - lipschitz: lambda of each network, in standardised units (default 1).
+    - lipschitz: lambda of each network, in standardised units: how far the (standardised) prediction or the
+      logit may move per standard deviation of a column. Default 1 for regression (a standardised target)
+      and 4 for classification (a logit of 4 is a probability of 98%; real class boundaries are that steep).
     - hidden: hidden layer widths (default (32, 32)).
-    - n_estimators: networks averaged; "auto" (default) picks 5 on small tables down to 1 from 50k rows
+    - n_estimators: networks averaged; "auto" (default) picks 5 on small tables down to 1 from 7k rows
       (see `auto_settings`). Averaging keeps monotonicity and the bound is the mean of the bounds.
     - max_iter: the most epochs each network trains (default 200); an epoch is the whole table or, on
       large tables, 2^18 rows of a continuing shuffle.
@@ -294,15 +296,16 @@ class _NetworkEstimator(BaseEstimator):
     # -- inputs ---------------------------------------------------------------------------------------
     def _frame(self, X: ArrayLike, reset: bool) -> Any:
         """X as a DataFrame after scikit-learn's checks of the column names and count."""
-        if X is None:
-            raise ValueError(f"{type(self).__name__} needs X: a DataFrame or a 2-D array")
         from .columns import as_frame
 
-        validate_data(self, X, skip_check_array=True, reset=reset)
+        if X is None:
+            raise ValueError(f"{type(self).__name__} needs X: a DataFrame or a 2-D array")
         frame = as_frame(X)
-        if frame.shape[0] == 0 or frame.shape[1] == 0:
-            raise ValueError(f"X is empty (shape {frame.shape}): at least one row and one column are needed")
-        if any(np.iscomplexobj(frame.iloc[:, i].to_numpy()) for i in range(frame.shape[1]) if frame.dtypes.iloc[i].kind == "c"):
+        validate_data(self, frame if not hasattr(X, "columns") else X, skip_check_array=True, reset=reset)
+        for size, what in ((frame.shape[0], "sample"), (frame.shape[1], "feature")):
+            if size == 0:
+                raise ValueError(f"Found array with 0 {what}(s) (shape={frame.shape}) while a minimum of 1 is required.")
+        if any(dtype.kind == "c" for dtype in frame.dtypes):
             raise ValueError("Complex data not supported: give real numbers")
         return frame
 
@@ -369,7 +372,7 @@ class _NetworkEstimator(BaseEstimator):
             target, outputs = self._encode_target(y, refit=True, classes=classes)
             self.encoder_ = ColumnEncoder.fit(frame, self.categorical_features, sample_weight=weight)
             self.monotone_constraints_ = self._monotone_spec(frame.shape[1], outputs)
-            inputs = self.encoder_.transform(frame.iloc[order], np.float32)
+            inputs = self.encoder_.transform(frame, np.float32, order)
             members = auto_settings(len(frame))["n_estimators"] if self.n_estimators == "auto" else int(self.n_estimators)
             self.architecture_ = {
                 "in_features": inputs.shape[1],
@@ -387,7 +390,7 @@ class _NetworkEstimator(BaseEstimator):
             self.__dict__.pop("_trainer", None)
         else:
             target, _ = self._encode_target(y, refit=False)
-            inputs = self.encoder_.transform(frame.iloc[order], np.float32)
+            inputs = self.encoder_.transform(frame, np.float32, order)
             trainer = getattr(self, "_trainer", None) if epochs is not None else None
             model = trainer[0] if trainer is not None else copy.deepcopy(self.model_).float()
         inputs -= model.mean.numpy()
@@ -719,6 +722,7 @@ class MonotonicRegressor(_RegressorTask, _NetworkEstimator):
 class MonotonicClassifier(_ClassifierTask, _NetworkEstimator):
     """A monotonic Lipschitz network classifier, binary (one logit) or multiclass (per-class constraints).
 
+    lipschitz defaults to 4: the logit may move by 4 per standard deviation of a column.
     class_weight: None, "balanced" or {label: weight}, multiplied into the sample weights.
     """
 
@@ -727,7 +731,7 @@ class MonotonicClassifier(_ClassifierTask, _NetworkEstimator):
         monotone_constraints: ArrayLike | Mapping[str, Any] | None = None,
         *,
         class_weight: str | Mapping[Any, float] | None = None,
-        lipschitz: float = 1.0,
+        lipschitz: float = 4.0,
         hidden: Sequence[int] = (32, 32),
         n_estimators: int | str = "auto",
         max_iter: int = 200,
@@ -756,6 +760,7 @@ class LipschitzRegressor(_RegressorTask, _NetworkEstimator):
 class LipschitzClassifier(_ClassifierTask, _NetworkEstimator):
     """A lambda-Lipschitz (l1, standardised units) network classifier without monotone constraints.
 
+    lipschitz defaults to 4: the logit may move by 4 per standard deviation of a column.
     class_weight: None, "balanced" or {label: weight}, multiplied into the sample weights.
     """
 
@@ -763,7 +768,7 @@ class LipschitzClassifier(_ClassifierTask, _NetworkEstimator):
         self,
         *,
         class_weight: str | Mapping[Any, float] | None = None,
-        lipschitz: float = 1.0,
+        lipschitz: float = 4.0,
         hidden: Sequence[int] = (32, 32),
         n_estimators: int | str = "auto",
         max_iter: int = 200,
