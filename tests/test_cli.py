@@ -110,7 +110,11 @@ def test_help_for_every_subcommand(capsys):
     [
         (lambda f: f.assign(b=np.inf, day=pd.Timestamp("2024-01-01").isoformat(), gone=np.nan), [], "'b' holds inf.*'gone' is empty"),
         (lambda f: f.assign(y=f.y.where(f.index != 2)), [], "target column 'y' has 1 missing"),
-        (lambda f: f, ["--increasing", "a,weight", "--drop", "zip"], "--drop column.*'zip' not found.*--increasing column.*'weight' not found"),
+        (
+            lambda f: f,
+            ["--increasing", "a,weight", "--drop", "zip"],
+            "--drop column.*'zip' not found.*--increasing column.*'weight' not found",
+        ),
         (lambda f: f.drop(columns="y"), [], "target column.*'y' not found"),
         (lambda f: f, ["--increasing", "a", "--decreasing", "a"], "'a' are both"),
         (lambda f: f.assign(colour="red"), ["--increasing", "colour"], "'colour' is text: a monotone constraint needs numbers"),
@@ -239,7 +243,18 @@ def _real_table(n: int = 300, seed: int = 0) -> pd.DataFrame:
 
 def test_a_real_csv_through_the_three_commands(tmp_path, capsys):
     _real_table().to_csv(tmp_path / "loans.csv", index=False)
-    fit = ["fit", tmp_path / "loans.csv", "--target", "status", "--increasing", "income", "--decreasing", "debt", "--out", tmp_path / "model"]
+    fit = [
+        "fit",
+        tmp_path / "loans.csv",
+        "--target",
+        "status",
+        "--increasing",
+        "income",
+        "--decreasing",
+        "debt",
+        "--out",
+        tmp_path / "model",
+    ]
     code, out, err = _run(capsys, *fit, "--positive-class", "good", *SMALL)
     assert code == 0, err
     assert "leaving out 'ID'" in err and "job (categorical)" in out and "debt (numeric, with missing flag)" in out
@@ -284,7 +299,9 @@ def test_overwrite_replaces_a_model_folder_and_nothing_else(workspace, tmp_path,
     import shutil
 
     folder = shutil.copytree(workspace / "reg", tmp_path / "model")
-    code, _, err = _run(capsys, "fit", workspace / "train.csv", "--target", "y", "--out", folder, "--overwrite", "--lipschitz", "0.5", *SMALL)
+    code, _, err = _run(
+        capsys, "fit", workspace / "train.csv", "--target", "y", "--out", folder, "--overwrite", "--lipschitz", "0.5", *SMALL
+    )
     assert code == 0, err
     assert _config(folder)["params"]["lipschitz"] == 0.5 and sorted(p.name for p in tmp_path.iterdir()) == ["model"]
     (tmp_path / "notes").mkdir()

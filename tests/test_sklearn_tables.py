@@ -32,7 +32,13 @@ def _table(n: int = 300, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray]:
         }
     )
     frame.loc[frame.index % 17 == 0, "age"] = pd.NA
-    y = 1e-4 * income + 0.02 * frame.age.fillna(50).to_numpy(float) + (frame.city == "paris") + frame.grade.cat.codes + rng.normal(0, 0.3, n)
+    y = (
+        1e-4 * income
+        + 0.02 * frame.age.fillna(50).to_numpy(float)
+        + (frame.city == "paris")
+        + frame.grade.cat.codes
+        + rng.normal(0, 0.3, n)
+    )
     return frame, y.to_numpy()
 
 
@@ -45,14 +51,23 @@ def _fitted() -> tuple[MonotonicRegressor, pd.DataFrame, np.ndarray]:
 def test_real_columns_are_encoded_inside_the_estimator():
     model, X, y = _fitted()
     kinds = [(column.name, column.kind, column.flagged) for column in model.encoder_.columns]
-    assert kinds == [("income", "numeric", True), ("age", "numeric", True), ("city", "categorical", False), ("grade", "ordinal", False), ("member", "numeric", False)]
+    assert kinds == [
+        ("income", "numeric", True),
+        ("age", "numeric", True),
+        ("city", "categorical", False),
+        ("grade", "ordinal", False),
+        ("member", "numeric", False),
+    ]
     assert model.score(X, y) > 0.5
     assert model.verify_monotonic(X).ok
     # a category never seen in training, and gaps where training had none, are predicted, not refused
     odd = X.iloc[:5].assign(city="marseille", member=pd.array([None] * 5, dtype="boolean"))
     assert np.isfinite(model.predict(odd)).all()
     # the ordered category carries its constraint: raising the grade never lowers the prediction
-    low, mid, high = (model.predict(X.assign(grade=pd.Categorical([g] * len(X), categories=["low", "mid", "high"], ordered=True))) for g in ("low", "mid", "high"))
+    low, mid, high = (
+        model.predict(X.assign(grade=pd.Categorical([g] * len(X), categories=["low", "mid", "high"], ordered=True)))
+        for g in ("low", "mid", "high")
+    )
     assert (mid >= low).all() and (high >= mid).all()
 
 

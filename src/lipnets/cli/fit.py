@@ -42,7 +42,9 @@ def add_parser(commands: Any) -> None:
     fit.add_argument("data", help="training table (.csv or .parquet)")
     fit.add_argument("--target", required=True, help="name of the column to predict")
     fit.add_argument("--out", required=True, help="model folder to create (must not exist, or be empty; see --overwrite)")
-    fit.add_argument("--overwrite", action="store_true", help="replace an existing model folder at --out (only once the new one is complete)")
+    fit.add_argument(
+        "--overwrite", action="store_true", help="replace an existing model folder at --out (only once the new one is complete)"
+    )
     fit.add_argument("--features", help="comma-separated feature columns to use (default: every column but the target)")
     fit.add_argument("--drop", help="comma-separated columns to leave out")
     fit.add_argument("--categorical", help="comma-separated columns to treat as categories (default: text and category columns)")
@@ -111,7 +113,10 @@ def _select(table: Any, args: argparse.Namespace) -> tuple[Any, Any, dict[str, i
     problems: list[str] = []
     columns = [str(name) for name in table.columns]
     table = table.set_axis(columns, axis=1)
-    options = {option: names(getattr(args, option.strip("-").replace("-", "_"))) for option in ("--features", "--drop", "--categorical", "--increasing", "--decreasing")}
+    options = {
+        option: names(getattr(args, option.strip("-").replace("-", "_")))
+        for option in ("--features", "--drop", "--categorical", "--increasing", "--decreasing")
+    }
     for option, listed in options.items():
         unknown = [name for name in listed if name not in columns]
         if unknown:
@@ -133,8 +138,8 @@ def _select(table: Any, args: argparse.Namespace) -> tuple[Any, Any, dict[str, i
             problems.append(f"{option} column(s) {', '.join(map(repr, left_out))} are left out by --features or --drop")
     ids = []
     if not options["--features"]:
-        listed = set(increasing) | set(decreasing) | set(options["--categorical"])
-        ids = [name for name in chosen if name not in listed and _looks_like_id(name, table[name])]
+        named = set(increasing) | set(decreasing) | set(options["--categorical"])
+        ids = [name for name in chosen if name not in named and _looks_like_id(name, table[name])]
         chosen = [name for name in chosen if name not in ids]
     features = table[chosen]
     categorical = [name for name in chosen if name in options["--categorical"]]

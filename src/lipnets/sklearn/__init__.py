@@ -22,7 +22,15 @@ _NAMES = {
     "ScaledNetwork": ".network",
     "build_network": ".network",
 }
-__all__ = list(_NAMES)
+__all__ = [
+    "AveragedNetwork",
+    "LipschitzClassifier",
+    "LipschitzRegressor",
+    "MonotonicClassifier",
+    "MonotonicRegressor",
+    "ScaledNetwork",
+    "build_network",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -18,6 +18,7 @@ Every problem is reported at once, each column named with what to do (`TableErro
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -67,7 +68,7 @@ def _is_categorical(values: pd.Series) -> bool:
         return True
     if pd.api.types.is_numeric_dtype(dtype) or pd.api.types.is_bool_dtype(dtype):
         return False
-    if dtype == object:
+    if pd.api.types.is_object_dtype(dtype):
         present = values[values.notna()]
         return not bool(pd.to_numeric(present, errors="coerce").notna().all()) or not len(present)
     return True
@@ -75,7 +76,7 @@ def _is_categorical(values: pd.Series) -> bool:
 
 def _numeric(values: pd.Series) -> pd.Series:
     """Numbers of a numeric column, or of an object column that holds only numbers."""
-    return pd.to_numeric(values) if values.dtype == object else values
+    return pd.to_numeric(values) if pd.api.types.is_object_dtype(values.dtype) else values
 
 
 def _label(value: Any) -> str:
@@ -164,7 +165,7 @@ class ColumnEncoder:
     def groups(self) -> list[slice]:
         """Per input column, the slice of encoded columns it produces."""
         starts = np.cumsum([0] + [column.width for column in self.columns])
-        return [slice(int(start), int(stop)) for start, stop in zip(starts[:-1], starts[1:])]
+        return [slice(int(start), int(stop)) for start, stop in itertools.pairwise(starts)]
 
     def transform(self, frame: pd.DataFrame, dtype: Any = np.float32, order: np.ndarray | None = None) -> np.ndarray:
         """The encoded matrix (rows, width), rows in `order` if given; raises TableError naming every column that cannot be encoded.
@@ -174,7 +175,7 @@ class ColumnEncoder:
         if frame.shape[1] != len(self.columns):
             raise ValueError(f"X has {frame.shape[1]} feature(s), but the model was fitted with {len(self.columns)}")
         out = np.empty((len(frame), self.width), dtype=dtype)
-        problems = []
+        problems: list[str] = []
         for position, (column, where) in enumerate(zip(self.columns, self.groups())):
             values = frame.iloc[:, position]
             if order is not None:
@@ -190,7 +191,7 @@ class ColumnEncoder:
             if numbers is None:
                 continue
             missing = np.isnan(numbers)
-            out[:, where.start] = np.where(missing, column.median, numbers) if missing.any() else numbers
+            out[:, where.start] = np.where(missing, float(column.median or 0.0), numbers) if missing.any() else numbers
             if column.flagged:
                 out[:, where.start + 1] = missing
         if problems:
@@ -204,7 +205,7 @@ class ColumnEncoder:
         categorical column cannot carry a sign: TableError names it and says how to give it an order.
         """
         per_column = np.asarray(per_column)
-        out = np.zeros(per_column.shape[:-1] + (self.width,), dtype=np.int64)
+        out = np.zeros((*per_column.shape[:-1], self.width), dtype=np.int64)
         problems = []
         for index, (column, where) in enumerate(zip(self.columns, self.groups())):
             sign = per_column[..., index]

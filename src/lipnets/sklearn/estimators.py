@@ -54,14 +54,14 @@ ROWS_PER_EPOCH = 1 << 18
 
 
 def _positive_int(value: Any) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= 1
+    return bool(isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= 1)
 
 
 def _number(low: float, high: float = math.inf, *, closed_low: bool = False) -> Any:
     def check(value: Any) -> bool:
         if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not math.isfinite(value):
             return False
-        return (value >= low if closed_low else value > low) and value < high
+        return bool((value >= low if closed_low else value > low) and value < high)
 
     return check
 
@@ -149,6 +149,11 @@ def _member_splits(data: tuple, index: int, held: int) -> tuple[tuple, tuple | N
         val = tuple(_cat(part[start:], part[:wrap]) for part in data)
         train = tuple(part[wrap:start] for part in data)
     return train, val
+
+
+def _members(model: Any) -> Any:
+    """The ModuleList of networks averaged inside an estimator's ScaledNetwork."""
+    return model.network.members
 
 
 def _cat(first: Any, second: Any) -> Any:
@@ -347,7 +352,14 @@ class _NetworkEstimator(BaseEstimator):
             raise
 
     def _fit(
-        self, X: ArrayLike, y: ArrayLike, sample_weight: ArrayLike | None, *, warm: bool, epochs: int | None, classes: ArrayLike | None = None
+        self,
+        X: ArrayLike,
+        y: ArrayLike,
+        sample_weight: ArrayLike | None,
+        *,
+        warm: bool,
+        epochs: int | None,
+        classes: ArrayLike | None = None,
     ) -> _NetworkEstimator:
         import copy
 
@@ -396,8 +408,14 @@ class _NetworkEstimator(BaseEstimator):
         inputs -= model.mean.numpy()
         inputs /= model.scale.numpy()
         if epochs is None or not warm or getattr(self, "_trainer", None) is None:
-            self._trainer = (model, [None] * len(model.network.members))
-        self._train(torch.from_numpy(inputs), target[torch.from_numpy(order)], None if weight is None else torch.from_numpy(weight[order]), seed, epochs)
+            self._trainer = (model, [None] * len(_members(model)))
+        self._train(
+            torch.from_numpy(inputs),
+            target[torch.from_numpy(order)],
+            None if weight is None else torch.from_numpy(weight[order]),
+            seed,
+            epochs,
+        )
         return self
 
     def _train(self, inputs: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None, seed: int, epochs: int | None) -> None:
@@ -418,7 +436,7 @@ class _NetworkEstimator(BaseEstimator):
         if stop_early and (held < 2 or rows - held < 2):
             raise ValueError(f"early_stopping needs at least 2 rows on each side of the validation split; {rows} rows are too few")
         model, optimizers = self._trainer
-        members = model.network.members
+        members = _members(model)
         loss = self._loss_module(self.architecture_["out_features"])
         started, histories = time.perf_counter(), []
         for index, member in enumerate(members):
@@ -617,7 +635,9 @@ class _ClassifierTask(ClassifierMixin):
                 raise ValueError(f"y has only 1 class ({self.classes_[0]!r}): a classifier needs samples of at least two classes")
         unknown = np.setdiff1d(np.unique(y), self.classes_)
         if len(unknown):
-            raise ValueError(f"y holds label(s) {unknown.tolist()} that the fitted classes {self.classes_.tolist()} lack: refit without warm_start")
+            raise ValueError(
+                f"y holds label(s) {unknown.tolist()} that the fitted classes {self.classes_.tolist()} lack: refit without warm_start"
+            )
         encoded = np.searchsorted(self.classes_, y)
         return torch.from_numpy(encoded.astype(np.int64)), 1 if len(self.classes_) == 2 else len(self.classes_)
 

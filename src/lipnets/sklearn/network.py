@@ -67,6 +67,10 @@ class _Standardise(nn.Module):
     after keeps the centring accurate in any precision the model is cast to.
     """
 
+    mean_hi: torch.Tensor
+    mean_lo: torch.Tensor
+    inverse_scale: torch.Tensor
+
     def __init__(self, mean: torch.Tensor, scale: torch.Tensor) -> None:
         super().__init__()
         high = mean.to(torch.float32).to(mean.dtype)
@@ -79,6 +83,9 @@ class _Standardise(nn.Module):
 
 
 class _Unscale(nn.Module):
+    target_mean: torch.Tensor
+    target_scale: torch.Tensor
+
     def __init__(self, target_mean: torch.Tensor, target_scale: torch.Tensor) -> None:
         super().__init__()
         self.register_buffer("target_mean", target_mean)

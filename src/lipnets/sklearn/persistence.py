@@ -61,7 +61,14 @@ def feature_table(estimator: Any) -> list[dict]:
                 from ..bounds import feature_bounds
 
                 encoded = feature_bounds(estimator.model_, (estimator.architecture_["in_features"],)).numpy()
-            rows.append({"feature": f"{name} is missing", "kind": "missing flag", "bound": float(encoded[where.start + 1]), "per": "value becoming missing"})
+            rows.append(
+                {
+                    "feature": f"{name} is missing",
+                    "kind": "missing flag",
+                    "bound": float(encoded[where.start + 1]),
+                    "per": "value becoming missing",
+                }
+            )
     return rows
 
 
@@ -166,12 +173,15 @@ def _check_bounds(estimator: Any, config: dict, path: Path) -> None:
 
     bound = lipschitz_bound(estimator.model_)
     if not math.isclose(bound, float(config["lipschitz_bound"]), rel_tol=BOUND_TOLERANCE):
-        raise ModelFolderError(f"{path} is corrupt: the weights give a bound of {bound:.9g}, the config records {config['lipschitz_bound']}")
+        raise ModelFolderError(
+            f"{path} is corrupt: the weights give a bound of {bound:.9g}, the config records {config['lipschitz_bound']}"
+        )
     estimator.lipschitz_bound_ = bound
     estimator.feature_lipschitz_ = estimator._feature_lipschitz()
     recorded = config["feature_lipschitz"]
     computed = feature_table(estimator)
     if len(recorded) != len(computed) or any(
-        a["feature"] != b["feature"] or not math.isclose(a["bound"], b["bound"], rel_tol=BOUND_TOLERANCE) for a, b in zip(recorded, computed)
+        a["feature"] != b["feature"] or not math.isclose(a["bound"], b["bound"], rel_tol=BOUND_TOLERANCE)
+        for a, b in zip(recorded, computed)
     ):
         raise ModelFolderError(f"{path} is corrupt: the per-feature bounds in its config differ from those of its weights")

@@ -17,7 +17,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.distributed as dist
@@ -117,7 +117,9 @@ def _order(n: int, seed: int, epoch: int, rank: int, world: int) -> torch.Tensor
     return order[rank:total:world]
 
 
-def _batches(data: Split, batch_size: int, epoch: int, seed: int, shuffle: bool, steps: int | None = None) -> Iterator[tuple[torch.Tensor, ...]]:
+def _batches(
+    data: Split, batch_size: int, epoch: int, seed: int, shuffle: bool, steps: int | None = None
+) -> Iterator[tuple[torch.Tensor, ...]]:
     """This rank's batches: DistributedSampler order, each global batch of `batch_size` split across ranks.
 
     With `steps`, an epoch is that many batches of a stream that continues across epochs (passes over
@@ -168,11 +170,10 @@ def _per_sample(loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> C
     """A copy of `loss` returning one value per sample: weighted training needs an nn.Module loss with `reduction`."""
     if not hasattr(loss, "reduction"):
         raise TypeError(
-            "sample weights need a loss with a `reduction` attribute (every torch.nn and lipnets loss has one), "
-            f"got {type(loss).__name__}"
+            f"sample weights need a loss with a `reduction` attribute (every torch.nn and lipnets loss has one), got {type(loss).__name__}"
         )
     unreduced = copy.copy(loss)
-    unreduced.reduction = "none"  # type: ignore[attr-defined]
+    unreduced.reduction = "none"
     return unreduced
 
 
@@ -204,7 +205,7 @@ def _make_schedule(schedule: str, opt: torch.optim.Optimizer, monitor: str, pati
     """None for a constant rate; ReduceLROnPlateau (halve after patience // 3 epochs without progress); per-step cosine."""
     if schedule == "plateau":
         wait = max(1, (patience or 10) // 3)
-        mode = "min" if monitor.endswith("loss") else "max"
+        mode: Literal["min", "max"] = "min" if monitor.endswith("loss") else "max"
         return torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode=mode, factor=0.5, patience=wait, threshold=1e-4)
     if schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, total_steps))
@@ -295,7 +296,9 @@ class _Progress:
                 self.bar = tqdm(total=self._total(None), unit="step", leave=False, desc="fit")
 
     def _total(self, best_epoch: int | None) -> int:
-        last = self.epochs if self.patience is None else min(self.epochs, (best_epoch if best_epoch is not None else -1) + 1 + self.patience)
+        last = (
+            self.epochs if self.patience is None else min(self.epochs, (best_epoch if best_epoch is not None else -1) + 1 + self.patience)
+        )
         return self.steps * max(last - self.start, 1)
 
     def step(self) -> None:
@@ -491,7 +494,10 @@ def fit(
         if history.epochs == 0:
             raise
         history.interrupted = True
-        kept = f"the weights of epoch {history.best_epoch + 1} (the best so far)" if best_state is not None else "the current weights"
+        best = history.best_epoch
+        kept = (
+            f"the weights of epoch {best + 1} (the best so far)" if best_state is not None and best is not None else "the current weights"
+        )
         warnings.warn(f"training interrupted in epoch {epoch + 1} of {epochs}: keeping {kept}", RuntimeWarning, stacklevel=2)
     finally:
         bar.close()
