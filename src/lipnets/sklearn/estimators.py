@@ -454,7 +454,7 @@ class _NetworkEstimator(BaseEstimator):
                     lr=rate,
                     batch_size=batch,
                     optimizer=_keep(optimizers, index),
-                    lr_schedule="plateau" if held else "constant",
+                    lr_schedule="plateau" if held else "cosine" if epochs is None else "constant",
                     steps_per_epoch=math.ceil(min(len(train_split[0]), ROWS_PER_EPOCH) / batch),
                     patience=int(self.n_iter_no_change) if held else None,
                     seed=seed + index,
