@@ -100,7 +100,8 @@ def run_lipnets(table: Table, folder: Path, max_iter: int | None) -> dict:
     argv += ["--max-iter", str(max_iter)] if max_iter else []
     printed = _lipnets(*argv)
     seconds = float(re.search(r"averaged, ([0-9.]+) s\)", printed).group(1))
-    _lipnets("predict", str(folder / "model"), str(folder / "test.csv"), "--proba", "--out", str(folder / "predictions.csv"))
+    proba = ["--proba"] if table.classification else []
+    _lipnets("predict", str(folder / "model"), str(folder / "test.csv"), *proba, "--out", str(folder / "predictions.csv"))
     predictions = pd.read_csv(folder / "predictions.csv")
     from lipnets.sklearn.persistence import load_model, read_estimator_config
 
@@ -125,7 +126,7 @@ def run_lightgbm(table: Table, folder: Path, kept: list[str]) -> dict:
     for frame in (train[kept], test[kept]):
         frame = frame.copy()
         for name in frame.columns:
-            if frame[name].dtype == object:
+            if not (pd.api.types.is_numeric_dtype(frame[name]) or pd.api.types.is_bool_dtype(frame[name])):
                 frame[name] = pd.Categorical(frame[name], categories=sorted(train[name].dropna().unique()))
         frames.append(frame)
     signs = [1 if name in table.increasing else -1 if name in table.decreasing else 0 for name in kept]

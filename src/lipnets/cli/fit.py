@@ -69,10 +69,16 @@ def add_parser(commands: Any) -> None:
     )
     fit.add_argument("--hidden", default="32,32", help="comma-separated hidden widths, even numbers (default 32,32)")
     fit.add_argument("--n-estimators", type=_auto_or(int), default="auto", help="networks averaged (default auto: more on small tables)")
-    fit.add_argument("--max-iter", type=int, default=200, help="maximum training epochs per network (default 200)")
+    fit.add_argument("--max-iter", type=int, default=150, help="maximum training epochs per network (default 150)")
     fit.add_argument("--max-time", type=float, help="time budget in seconds for the whole fit (default: none)")
     fit.add_argument("--batch-size", type=_auto_or(int), default="auto", help="default auto: grows with the table")
     fit.add_argument("--learning-rate", type=_auto_or(float), default="auto", help="Adam step size (default auto)")
+    fit.add_argument(
+        "--early-stopping",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="hold out --validation-fraction of the rows and stop when the validation loss stalls (auto: above 10,000 rows)",
+    )
     fit.add_argument("--validation-fraction", type=float, default=0.1, help="share of rows held out for early stopping (default 0.1)")
     fit.add_argument("--n-iter-no-change", type=int, default=10, help="epochs without improvement before stopping (default 10)")
     fit.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
@@ -232,6 +238,7 @@ def run(args: argparse.Namespace) -> int:
         max_time=args.max_time,
         batch_size=args.batch_size,
         learning_rate=args.learning_rate,
+        early_stopping={"auto": "auto", "on": True, "off": False}[args.early_stopping],
         validation_fraction=args.validation_fraction,
         n_iter_no_change=args.n_iter_no_change,
         categorical_features=categorical or "from_dtype",

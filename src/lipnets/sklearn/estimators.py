@@ -49,6 +49,8 @@ if TYPE_CHECKING:
 
 REGRESSION_LOSSES = ("squared_error", "absolute_error", "huber")
 CLASSIFICATION_LOSSES = ("log_loss", "hinge")
+AUTO_EARLY_STOPPING = 10_000
+"""early_stopping="auto" holds out a validation split above this many rows (HistGradientBoosting's rule)."""
 ROWS_PER_EPOCH = 1 << 18
 """Rows per epoch on large tables (validation, patience and max_iter count epochs of at most this many rows)."""
 
@@ -186,14 +188,16 @@ class _NetworkEstimator(BaseEstimator):
     - hidden: hidden layer widths (default (32, 32)).
     - n_estimators: networks averaged; "auto" (default) picks 5 on small tables down to 1 from 7k rows
       (see `auto_settings`). Averaging keeps monotonicity and the bound is the mean of the bounds.
-    - max_iter: the most epochs each network trains (default 200); an epoch is the whole table or, on
-      large tables, 2^18 rows of a continuing shuffle.
+    - max_iter: the most epochs each network trains (default 150); an epoch is the whole table or, on
+      large tables, 2^18 rows of a continuing shuffle. Without early stopping the rate decays to 0 along
+      a cosine over all max_iter epochs, and the final weights are kept.
     - batch_size, learning_rate: "auto" (default) grows the batch with the table; the Adam rate is 0.01
       with batches of 32, scaled by the square root of the batch ratio up to 0.05. The rate halves
       when the validation loss stalls.
     - early_stopping: "auto" (default) holds out `validation_fraction` of the rows (a different part for
-      each network) when the table has at least 100 rows, and stops each network after
-      `n_iter_no_change` epochs without improving its validation loss, restoring its best epoch.
+      each network) when the table has more than 10,000 rows (below that a held-out part is too small to
+      choose an epoch reliably), and stops each network after `n_iter_no_change` epochs without
+      improving its validation loss, restoring its best epoch; the rate halves when it stalls.
     - max_time: a budget in seconds for the whole fit (None: no limit).
     - warm_start: fit continues from the fitted networks (same columns and classes) instead of anew.
     - random_state, verbose: reproducibility; progress (a bar on a terminal, else the "lipnets.fit" log).
@@ -205,7 +209,7 @@ class _NetworkEstimator(BaseEstimator):
         lipschitz: float = 1.0,
         hidden: Sequence[int] = (32, 32),
         n_estimators: int | str = "auto",
-        max_iter: int = 200,
+        max_iter: int = 150,
         batch_size: int | str = "auto",
         learning_rate: float | str = "auto",
         loss: str | nn.Module | None = None,
@@ -431,7 +435,7 @@ class _NetworkEstimator(BaseEstimator):
         settings = auto_settings(rows)
         batch = settings["batch_size"] if self.batch_size == "auto" else int(self.batch_size)
         rate = min(0.01 * math.sqrt(batch / 32), 0.05) if self.learning_rate == "auto" else float(self.learning_rate)
-        stop_early = epochs is None and (rows >= 100 if self.early_stopping == "auto" else bool(self.early_stopping))
+        stop_early = epochs is None and (rows > AUTO_EARLY_STOPPING if self.early_stopping == "auto" else bool(self.early_stopping))
         held = round(self.validation_fraction * rows) if stop_early else 0
         if stop_early and (held < 2 or rows - held < 2):
             raise ValueError(f"early_stopping needs at least 2 rows on each side of the validation split; {rows} rows are too few")
@@ -721,7 +725,7 @@ class MonotonicRegressor(_RegressorTask, _NetworkEstimator):
         lipschitz: float = 1.0,
         hidden: Sequence[int] = (32, 32),
         n_estimators: int | str = "auto",
-        max_iter: int = 200,
+        max_iter: int = 150,
         batch_size: int | str = "auto",
         learning_rate: float | str = "auto",
         loss: str | nn.Module | None = None,
@@ -754,7 +758,7 @@ class MonotonicClassifier(_ClassifierTask, _NetworkEstimator):
         lipschitz: float = 4.0,
         hidden: Sequence[int] = (32, 32),
         n_estimators: int | str = "auto",
-        max_iter: int = 200,
+        max_iter: int = 150,
         batch_size: int | str = "auto",
         learning_rate: float | str = "auto",
         loss: str | nn.Module | None = None,
@@ -791,7 +795,7 @@ class LipschitzClassifier(_ClassifierTask, _NetworkEstimator):
         lipschitz: float = 4.0,
         hidden: Sequence[int] = (32, 32),
         n_estimators: int | str = "auto",
-        max_iter: int = 200,
+        max_iter: int = 150,
         batch_size: int | str = "auto",
         learning_rate: float | str = "auto",
         loss: str | nn.Module | None = None,
