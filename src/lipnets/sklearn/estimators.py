@@ -52,6 +52,8 @@ CLASSIFICATION_LOSSES = ("log_loss", "hinge")
 AUTO_EARLY_STOPPING = 10_000
 """early_stopping="auto" holds out a validation split above this many rows (HistGradientBoosting's rule)."""
 ROWS_PER_EPOCH = 1 << 18
+MAX_VALIDATION_ROWS = 1 << 17
+"""The held-out part is at most this many rows: enough to tell epochs apart, cheap to score after each one."""
 """Rows per epoch on large tables (validation, patience and max_iter count epochs of at most this many rows)."""
 
 
@@ -194,8 +196,8 @@ class _NetworkEstimator(BaseEstimator):
     - batch_size, learning_rate: "auto" (default) grows the batch with the table; the Adam rate is 0.01
       with batches of 32, scaled by the square root of the batch ratio up to 0.05. The rate halves
       when the validation loss stalls.
-    - early_stopping: "auto" (default) holds out `validation_fraction` of the rows (a different part for
-      each network) when the table has more than 10,000 rows (below that a held-out part is too small to
+    - early_stopping: "auto" (default) holds out `validation_fraction` of the rows (at most 131,072; a
+      different part for each network) when the table has more than 10,000 rows (below that a held-out part is too small to
       choose an epoch reliably), and stops each network after `n_iter_no_change` epochs without
       improving its validation loss, restoring its best epoch; the rate halves when it stalls.
     - max_time: a budget in seconds for the whole fit (None: no limit).
@@ -436,7 +438,7 @@ class _NetworkEstimator(BaseEstimator):
         batch = settings["batch_size"] if self.batch_size == "auto" else int(self.batch_size)
         rate = min(0.01 * math.sqrt(batch / 32), 0.05) if self.learning_rate == "auto" else float(self.learning_rate)
         stop_early = epochs is None and (rows > AUTO_EARLY_STOPPING if self.early_stopping == "auto" else bool(self.early_stopping))
-        held = round(self.validation_fraction * rows) if stop_early else 0
+        held = min(round(self.validation_fraction * rows), MAX_VALIDATION_ROWS) if stop_early else 0
         if stop_early and (held < 2 or rows - held < 2):
             raise ValueError(f"early_stopping needs at least 2 rows on each side of the validation split; {rows} rows are too few")
         model, optimizers = self._trainer
