@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # each script trains small models end to end
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = {
     "certify": ["benchmarks/certify.py", "--quick", "--no-write"],

@@ -103,8 +103,13 @@ def test_radius_of_a_float32_model_and_no_side_effects() -> None:
     model = lipnets.LipschitzMLP(6, 4, hidden=(8,), input_norm="inf").train()
     x = torch.randn(20, 6)
     before = {name: value.clone() for name, value in model.state_dict().items()}
-    radius = certified_radius(model, x)
-    assert radius.dtype == torch.float64 and radius.shape == (20,) and (radius >= 0).all()
+    radius = certified_radius(model, x, method="generic")
+    with torch.no_grad():
+        top2 = model(x).double().topk(2, dim=1).values
+    # l_inf logits: a logit difference is 2L-Lipschitz (docs/reference/certificates.md)
+    expected = (top2[:, 0] - top2[:, 1]) / (2 * lipnets.lipschitz_bound(model))
+    assert radius.dtype == torch.float64 and radius.shape == (20,)
+    assert torch.allclose(radius, expected, rtol=1e-12, atol=0)
     assert model.training and all(torch.equal(before[name], value) for name, value in model.state_dict().items())
 
 

@@ -13,6 +13,8 @@ from torch import nn
 import lipnets
 from lipnets import Abs, FullSort, GroupSort, LipschitzLinear, MaxMin
 
+pytestmark = pytest.mark.slow  # inductor compiles each model
+
 ROUNDING = 1e-5
 
 

@@ -25,6 +25,8 @@ import lipnets
 from lipnets.losses import HingeLoss
 from lipnets.norms import layer_operator_norm
 
+pytestmark = pytest.mark.slow  # starts two processes that train
+
 GLOBAL_BATCH = 32
 EPOCHS = 3
 CONFIGS = ("direct-reparam", "spectral-project", "power-iteration-buffers")

@@ -10,6 +10,8 @@ import lipnets
 from lipnets.export import to_onnx, to_plain
 from lipnets.sklearn import MonotonicClassifier
 
+pytestmark = pytest.mark.slow  # each export traces the model with torch.export
+
 
 def _classifier() -> torch.nn.Module:
     rng = np.random.default_rng(0)

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 import lipnets
+from helpers import train_steps
 from lipnets import LipschitzLinear
 from lipnets.constraints import Orthogonal
 from lipnets.constraints.orthogonal import bjorck, bjorck_converged
@@ -26,15 +27,9 @@ def singular_values(weight: torch.Tensor) -> torch.Tensor:
 
 def adam_steps(layer: nn.Module, steps: int = 10, lr: float = 0.05) -> None:
     """Adam steps on a regression towards a steep random map: each step moves the weight far from orthogonal."""
-    optimizer = torch.optim.Adam(layer.parameters(), lr=lr)
     dtype = layer.weight.dtype
     x = torch.randn(64, layer.in_features, dtype=dtype)
-    target = 5.0 * x @ torch.randn(layer.in_features, layer.out_features, dtype=dtype)
-    for _ in range(steps):
-        optimizer.zero_grad()
-        nn.functional.mse_loss(layer(x), target).backward()
-        optimizer.step()
-        lipnets.project_(layer)
+    train_steps(layer, x, 5.0 * x @ torch.randn(layer.in_features, layer.out_features, dtype=dtype), steps, lr)
 
 
 @pytest.mark.parametrize("scale", [1e-3, 1.0, 1e3])

@@ -203,7 +203,6 @@ def test_c_transform_refinement_is_feasible_and_never_worse(norm):
     refined, critic = wasserstein1(x, y, weights_y=wy, norm=norm, hidden=(16, 16), steps=30, seed=1, refine=True)
     assert plain <= refined <= exact + 1e-9
     assert refined >= 0.9 * exact
-    assert lipschitz_bound(critic) == 1.0
     # the refined critic realises the estimate on the samples, and is 1-Lipschitz in the ground norm
     samples_x, samples_y = torch.as_tensor(x, dtype=torch.float32).double(), torch.as_tensor(y, dtype=torch.float32).double()
     weights = torch.as_tensor(wy / wy.sum())

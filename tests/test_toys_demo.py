@@ -82,6 +82,7 @@ def test_paper_numbers_sit_next_to_ours(quick_run):
     assert circle["train mse"] < 0.02
 
 
+@pytest.mark.slow
 def test_unconstrained_model_overfits_the_outlier_on_a_fixed_seed():
     """The paper's point: the unconstrained model is steeper than lambda near the outlier.
 

@@ -5,6 +5,8 @@ import pytest
 from lipnets.demos import DEMOS, load
 from lipnets.demos.two_moons import FULL, LOSSES, train_with
 
+pytestmark = pytest.mark.slow  # trains six models on two moons
+
 
 @pytest.fixture(scope="module")
 def trained() -> dict:

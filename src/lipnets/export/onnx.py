@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..validation import require_extra
 from .plain import to_plain
 
 
@@ -42,7 +43,8 @@ def to_onnx(
     with the plain model in `dtype`; a difference above atol + rtol |expected| raises RuntimeError and
     removes the file. Returns the path written.
     """
-    import onnxruntime
+    onnxruntime = require_extra("onnxruntime", "onnx")
+    require_extra("onnxscript", "onnx")  # torch.onnx's exporter writes the graph with it
 
     path = Path(path)
     plain = to_plain(model).to(dtype)
