@@ -53,6 +53,9 @@ AUTO_EARLY_STOPPING = 10_000
 """early_stopping="auto" holds out a validation split above this many rows (HistGradientBoosting's rule)."""
 ROWS_PER_EPOCH = 1 << 18
 MAX_VALIDATION_ROWS = 1 << 17
+PREDICT_ROWS = 1 << 16
+MIN_DELTA = 1e-3
+"""Early stopping counts an epoch as progress when it lowers the best validation loss by more than 0.1%."""
 """The held-out part is at most this many rows: enough to tell epochs apart, cheap to score after each one."""
 """Rows per epoch on large tables (validation, patience and max_iter count epochs of at most this many rows)."""
 
@@ -199,7 +202,7 @@ class _NetworkEstimator(BaseEstimator):
     - early_stopping: "auto" (default) holds out `validation_fraction` of the rows (at most 131,072; a
       different part for each network) when the table has more than 10,000 rows (below that a held-out part is too small to
       choose an epoch reliably), and stops each network after `n_iter_no_change` epochs without
-      improving its validation loss, restoring its best epoch; the rate halves when it stalls.
+      improving its validation loss by more than 0.1%, restoring its best epoch; the rate halves when it stalls.
     - max_time: a budget in seconds for the whole fit (None: no limit).
     - warm_start: fit continues from the fitted networks (same columns and classes) instead of anew.
     - random_state, verbose: reproducibility; progress (a bar on a terminal, else the "lipnets.fit" log).
@@ -463,6 +466,7 @@ class _NetworkEstimator(BaseEstimator):
                     lr_schedule="plateau" if held else "cosine" if epochs is None else "constant",
                     steps_per_epoch=math.ceil(min(len(train_split[0]), ROWS_PER_EPOCH) / batch),
                     patience=int(self.n_iter_no_change) if held else None,
+                    min_delta=MIN_DELTA,
                     seed=seed + index,
                     progress=bool(self.verbose),
                     callbacks=[] if deadline is None else [lambda *_, end=deadline: time.perf_counter() > end],
@@ -500,11 +504,12 @@ class _NetworkEstimator(BaseEstimator):
             return np.where(bounds > 0, margin[:, None] / bounds, np.inf)
 
     def _outputs(self, X: ArrayLike) -> np.ndarray:
+        """The model's outputs, computed in blocks of rows so that memory does not grow with the table."""
         import torch
 
         inputs = torch.from_numpy(self._encode(X))
         with torch.no_grad():
-            return self.model_(inputs).numpy()
+            return torch.cat([self.model_(block) for block in inputs.split(PREDICT_ROWS)]).numpy()
 
     def verify_monotonic(self, X: ArrayLike, *, steps: int = 9) -> MonotonicityReport:
         """Check the constraints over dense pairs in original units: f(x) against f(x + t e_i) for each row.

@@ -201,12 +201,14 @@ def _make_optimizer(optimizer: str | Callable[..., torch.optim.Optimizer], model
     return OPTIMIZERS[optimizer](model.parameters(), lr=lr)
 
 
-def _make_schedule(schedule: str, opt: torch.optim.Optimizer, monitor: str, patience: int | None, total_steps: int) -> Any:
+def _make_schedule(
+    schedule: str, opt: torch.optim.Optimizer, monitor: str, patience: int | None, total_steps: int, min_delta: float
+) -> Any:
     """None for a constant rate; ReduceLROnPlateau (halve after patience // 3 epochs without progress); per-step cosine."""
     if schedule == "plateau":
         wait = max(1, (patience or 10) // 3)
         mode: Literal["min", "max"] = "min" if monitor.endswith("loss") else "max"
-        return torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode=mode, factor=0.5, patience=wait, threshold=1e-4)
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode=mode, factor=0.5, patience=wait, threshold=max(min_delta, 1e-4))
     if schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, total_steps))
     return None
@@ -272,10 +274,12 @@ def _inputs(x: torch.Tensor, model: nn.Module, device: torch.device) -> torch.Te
     return x.to(device=device, dtype=dtype, non_blocking=True)
 
 
-def _improved(value: float, best: float | None, monitor: str) -> bool:
+def _improved(value: float, best: float | None, monitor: str, min_delta: float = 0.0) -> bool:
+    """Whether `value` beats `best` by more than the relative margin `min_delta` (losses fall, metrics rise)."""
     if best is None:
         return True
-    return value < best if monitor.endswith("loss") else value > best
+    margin = min_delta * abs(best)
+    return value < best - margin if monitor.endswith("loss") else value > best + margin
 
 
 class _Progress:
@@ -337,6 +341,7 @@ def fit(
     lr_schedule: str = "constant",
     steps_per_epoch: int | None = None,
     patience: int | None = None,
+    min_delta: float = 0.0,
     monitor: str | None = None,
     metrics: Sequence[str] | Mapping[str, Metric] | None = None,
     checkpoint: str | os.PathLike | None = None,
@@ -365,7 +370,8 @@ def fit(
     "cosine" (decay to 0 over all steps). `lipnets.project_` runs after every step, so mode="project"
     layers stay feasible. With `val`, the monitored value (default "val_loss"; also "val_<metric>",
     larger is better) selects the best epoch, whose weights are restored at the end; `patience` stops
-    after that many epochs without improvement. `checkpoint` is written (rank 0 only) after every
+    after that many epochs without an improvement larger than `min_delta` (relative to the best value;
+    0 counts any improvement), and the "plateau" schedule uses the same margin. `checkpoint` is written (rank 0 only) after every
     epoch; `resume=True` continues from it. `seed` fixes shuffling and any randomness in the model
     (dropout) without touching the caller's RNG: the same seed and initial weights give identical
     weights. Each callback is called as callback(epoch, history, model) after every epoch and stops
@@ -413,7 +419,9 @@ def fit(
     opt = _make_optimizer(optimizer, model, lr)
     projected = [module for module in model.modules() if isinstance(module, ConstrainedWeight) and module.mode == "project"]
     steps = steps_per_epoch or _steps_per_epoch(train, batch_size, world)
-    schedule = _make_schedule(lr_schedule, opt, monitor, patience, steps * epochs)
+    if not (isinstance(min_delta, (int, float)) and 0 <= min_delta < 1):
+        raise ValueError(f"min_delta must be a number in [0, 1), got {min_delta!r}")
+    schedule = _make_schedule(lr_schedule, opt, monitor, patience, steps * epochs, min_delta)
 
     history, start, best_value, best_state = History(), 0, None, None
     if resume and checkpoint is not None and Path(checkpoint).is_file():
@@ -428,6 +436,7 @@ def fit(
     devices = [device] if device.type == "cuda" else []
     was_training = model.training
     bar = _Progress(steps, epochs, start, patience if val is not None else None, progress and rank == 0)
+    progress_value, progress_epoch = best_value, history.best_epoch if history.best_epoch is not None else start - 1
     epoch = start
     try:
         with torch.random.fork_rng(devices=devices):
@@ -462,6 +471,8 @@ def fit(
                     for name, score in scores.items():
                         history.setdefault(f"val_{name}", []).append(score)
                 current = history[monitor][-1]
+                if _improved(current, progress_value, monitor, min_delta):
+                    progress_value, progress_epoch = current, epoch
                 if _improved(current, best_value, monitor):
                     best_value, history.best_epoch = current, epoch
                     if val is not None:
@@ -471,7 +482,7 @@ def fit(
                 bar.epoch(epoch, history)
                 answers = [bool(callback(epoch, history, model)) for callback in callbacks]  # every callback runs
                 stop = any(answers)
-                if patience is not None and history.best_epoch is not None and epoch - history.best_epoch >= patience:
+                if patience is not None and epoch - progress_epoch >= patience:
                     stop = True
                 stop = _agree(stop, device, world)
                 if checkpoint is not None and rank == 0:
