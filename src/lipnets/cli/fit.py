@@ -69,7 +69,12 @@ def add_parser(commands: Any) -> None:
     )
     fit.add_argument("--hidden", default="32,32", help="comma-separated hidden widths, even numbers (default 32,32)")
     fit.add_argument("--n-estimators", type=_auto_or(int), default="auto", help="networks averaged (default auto: more on small tables)")
-    fit.add_argument("--max-iter", type=int, default=150, help="maximum training epochs per network (default 150)")
+    fit.add_argument(
+        "--max-iter",
+        type=_auto_or(int),
+        default="auto",
+        help="maximum training epochs per network (default auto: 150, or about 2,000 steps without early stopping)",
+    )
     fit.add_argument("--max-time", type=float, help="time budget in seconds for the whole fit (default: none)")
     fit.add_argument("--batch-size", type=_auto_or(int), default="auto", help="default auto: grows with the table")
     fit.add_argument("--learning-rate", type=_auto_or(float), default="auto", help="Adam step size (default auto)")
@@ -238,7 +243,7 @@ def run(args: argparse.Namespace) -> int:
         max_time=args.max_time,
         batch_size=args.batch_size,
         learning_rate=args.learning_rate,
-        early_stopping={"auto": "auto", "on": True, "off": False}[args.early_stopping],
+        early_stopping=args.early_stopping == "on" if args.early_stopping != "auto" else "auto",
         validation_fraction=args.validation_fraction,
         n_iter_no_change=args.n_iter_no_change,
         categorical_features=categorical or "from_dtype",

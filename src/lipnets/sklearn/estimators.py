@@ -49,6 +49,9 @@ if TYPE_CHECKING:
 
 REGRESSION_LOSSES = ("squared_error", "absolute_error", "huber")
 CLASSIFICATION_LOSSES = ("log_loss", "hinge")
+AUTO_EPOCHS = 150
+AUTO_STEPS = 2_000
+"""max_iter="auto": 150 epochs, but without early stopping no more epochs than make about 2,000 steps."""
 AUTO_EARLY_STOPPING = 10_000
 """early_stopping="auto" holds out a validation split above this many rows (HistGradientBoosting's rule)."""
 ROWS_PER_EPOCH = 1 << 18
@@ -85,7 +88,7 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
         "a non-empty sequence of even layer widths (GroupSort sorts pairs)",
     ),
     "n_estimators": (_auto_or(_positive_int), "'auto' or a positive integer"),
-    "max_iter": (_positive_int, "a positive integer (epochs)"),
+    "max_iter": (_auto_or(_positive_int), "'auto' or a positive integer (epochs)"),
     "batch_size": (_auto_or(_positive_int), "'auto' or a positive integer"),
     "learning_rate": (_auto_or(_number(0.0)), "'auto' or a finite number > 0"),
     "early_stopping": (lambda v: v == "auto" or isinstance(v, (bool, np.bool_)), "'auto', True or False"),
@@ -158,6 +161,13 @@ def _member_splits(data: tuple, index: int, held: int) -> tuple[tuple, tuple | N
     return train, val
 
 
+def _epochs(max_iter: int | str, held: int, steps_per_epoch: int) -> int:
+    """max_iter, or for "auto" 150 epochs (with early stopping) or as many as make about 2,000 steps (without)."""
+    if max_iter != "auto":
+        return int(max_iter)
+    return AUTO_EPOCHS if held else int(np.clip(math.ceil(AUTO_STEPS / steps_per_epoch), 1, AUTO_EPOCHS))
+
+
 def _members(model: Any) -> Any:
     """The ModuleList of networks averaged inside an estimator's ScaledNetwork."""
     return model.network.members
@@ -193,9 +203,10 @@ class _NetworkEstimator(BaseEstimator):
     - hidden: hidden layer widths (default (32, 32)).
     - n_estimators: networks averaged; "auto" (default) picks 5 on small tables down to 1 from 7k rows
       (see `auto_settings`). Averaging keeps monotonicity and the bound is the mean of the bounds.
-    - max_iter: the most epochs each network trains (default 150); an epoch is the whole table or, on
-      large tables, 2^18 rows of a continuing shuffle. Without early stopping the rate decays to 0 along
-      a cosine over all max_iter epochs, and the final weights are kept.
+    - max_iter: the most epochs each network trains; "auto" (default) is 150 with early stopping, and
+      without it as many epochs as make about 2,000 steps, at most 150. An epoch is the whole table or,
+      on large tables, 2^18 rows of a continuing shuffle. Without early stopping the rate decays to 0
+      along a cosine over all the epochs, and the final weights are kept.
     - batch_size, learning_rate: "auto" (default) grows the batch with the table; the Adam rate is 0.01
       with batches of 32, scaled by the square root of the batch ratio up to 0.05. The rate halves
       when the validation loss stalls.
@@ -208,13 +219,15 @@ class _NetworkEstimator(BaseEstimator):
     - random_state, verbose: reproducibility; progress (a bar on a terminal, else the "lipnets.fit" log).
     """
 
+    model_: Any  # set by fit: the ScaledNetwork that predicts
+
     def __init__(
         self,
         *,
         lipschitz: float = 1.0,
         hidden: Sequence[int] = (32, 32),
         n_estimators: int | str = "auto",
-        max_iter: int = 150,
+        max_iter: int | str = "auto",
         batch_size: int | str = "auto",
         learning_rate: float | str = "auto",
         loss: str | nn.Module | None = None,
@@ -459,7 +472,7 @@ class _NetworkEstimator(BaseEstimator):
                     loss,
                     train_split,
                     val_split,
-                    epochs=epochs or int(self.max_iter),
+                    epochs=epochs or _epochs(self.max_iter, held, math.ceil(min(len(train_split[0]), ROWS_PER_EPOCH) / batch)),
                     lr=rate,
                     batch_size=batch,
                     optimizer=_keep(optimizers, index),
@@ -732,7 +745,7 @@ class MonotonicRegressor(_RegressorTask, _NetworkEstimator):
         lipschitz: float = 1.0,
         hidden: Sequence[int] = (32, 32),
         n_estimators: int | str = "auto",
-        max_iter: int = 150,
+        max_iter: int | str = "auto",
         batch_size: int | str = "auto",
         learning_rate: float | str = "auto",
         loss: str | nn.Module | None = None,
@@ -765,7 +778,7 @@ class MonotonicClassifier(_ClassifierTask, _NetworkEstimator):
         lipschitz: float = 4.0,
         hidden: Sequence[int] = (32, 32),
         n_estimators: int | str = "auto",
-        max_iter: int = 150,
+        max_iter: int | str = "auto",
         batch_size: int | str = "auto",
         learning_rate: float | str = "auto",
         loss: str | nn.Module | None = None,
@@ -802,7 +815,7 @@ class LipschitzClassifier(_ClassifierTask, _NetworkEstimator):
         lipschitz: float = 4.0,
         hidden: Sequence[int] = (32, 32),
         n_estimators: int | str = "auto",
-        max_iter: int = 150,
+        max_iter: int | str = "auto",
         batch_size: int | str = "auto",
         learning_rate: float | str = "auto",
         loss: str | nn.Module | None = None,
