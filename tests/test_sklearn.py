@@ -138,7 +138,7 @@ def test_pickle_and_clone_keep_the_guarantee(regressor):
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        (lambda X, y: (X.assign(age=X.age.where(X.index != 3, np.inf), price=np.nan), y), "'age' holds inf.*'price' is empty"),
+        (lambda X, y: (X.assign(age=X.age.where(X.index != 3, np.inf), price=np.nan), y), "'price' is empty.*'age' holds inf"),
         (lambda X, y: (X.assign(day=pd.Timestamp("2024-01-01")), y), "'day' holds dates"),
         (lambda X, y: (X, np.where(np.arange(len(y)) == 5, np.nan, y)), "NaN"),
     ],
