@@ -16,6 +16,8 @@ SCRIPTS = {
     "certify_images": ["benchmarks/certify_images.py", "--quick", "--no-write"],
     "monotonic_tabular": ["benchmarks/monotonic_tabular.py", "--quick", "--no-write"],
     "one_class": ["benchmarks/one_class.py", "--quick", "--no-write"],
+    "tables_scale": ["benchmarks/tables_scale.py", "--quick"],
+    "tables_real": ["benchmarks/tables_real.py", "--quick"],
     "wasserstein": ["benchmarks/wasserstein.py", "--quick", "--no-write"],
     "overhead": ["benchmarks/overhead.py", "--quick"],
     "privacy": ["benchmarks/privacy.py", "--quick"],
