@@ -17,6 +17,8 @@ SCRIPTS = {
     "layer_families": ["benchmarks/layer_families.py", "--quick", "--no-write"],
     "monotonic_tabular": ["benchmarks/monotonic_tabular.py", "--quick", "--no-write"],
     "one_class": ["benchmarks/one_class.py", "--quick", "--no-write"],
+    "tables_scale": ["benchmarks/tables_scale.py", "--quick"],
+    "tables_real": ["benchmarks/tables_real.py", "--quick"],
     "wasserstein": ["benchmarks/wasserstein.py", "--quick", "--no-write"],
     "overhead": ["benchmarks/overhead.py", "--quick"],
     "privacy": ["benchmarks/privacy.py", "--quick"],
