@@ -177,8 +177,50 @@ def _config(folder) -> dict:
     return json.loads((folder / "config.json").read_text())
 
 
-def _edit(folder, **changes) -> None:
-    (folder / "config.json").write_text(json.dumps({**_config(folder), **changes}))
+def _edit(folder, *, rehash: bool = True, **changes) -> None:
+    """Change the config; by default recompute its config_sha256 too, as a deliberate edit would, so that
+    the checks of what the config means (not only the hash) are what must catch it."""
+    config = {**_config(folder), **changes}
+    if rehash:
+        config["config_sha256"] = model_folder._config_digest(config)
+    (folder / "config.json").write_text(json.dumps(config))
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda c: {"feature_names": c["feature_names"][::-1]},  # predict would feed the columns in another order
+        lambda c: {"feature_names": ["c", "a", "b"]},
+        lambda c: {"monotone_constraints": [-sign for sign in c["monotone_constraints"]]},
+        lambda c: {"architecture": {**c["architecture"], "monotone": [0, 0, 0]}},
+        lambda c: {"estimator": "LipschitzRegressor"},
+        lambda c: {"target": "a"},
+        lambda c: {"lipschitz_bound": c["lipschitz_bound"] * (1 + 1e-12)},
+        lambda c: {"params": {**c["params"], "lipschitz": 100.0}},
+    ],
+)
+def test_any_edit_of_the_config_is_refused(workspace, tmp_path, capsys, change):
+    """Break 7: everything in config.json changes what the model computes or claims, so the integrity
+    check covers all of it, and predict refuses with a clear error and writes nothing."""
+    folder = _copy_model(workspace, tmp_path)
+    _edit(folder, rehash=False, **change(_config(folder)))
+    with pytest.raises(ModelFolderError, match=r"config.json was changed after it was written"):
+        load_model(folder)
+    code, out, err = _run(capsys, "predict", folder, workspace / "train.csv")
+    assert code == 2 and "changed after it was written" in err and out == ""
+
+
+def test_weights_outside_the_folder_are_refused(workspace, tmp_path):
+    """Break 7: weights.file may not point elsewhere, even when the edit recomputes the config's hash and
+    the file there is a valid copy of the weights."""
+    folder = _copy_model(workspace, tmp_path)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "weights.pt").write_bytes((folder / "weights.pt").read_bytes())
+    for name in ("../elsewhere/weights.pt", str(elsewhere / "weights.pt")):
+        _edit(folder, weights={**_config(folder)["weights"], "file": name})
+        with pytest.raises(ModelFolderError, match=r"must be the folder's own weights.pt, it names"):
+            load_model(folder)
 
 
 def test_predict_names_missing_and_bad_columns(workspace, tmp_path, capsys):
