@@ -8,7 +8,9 @@ import numpy as np
 import onnxruntime
 import pandas as pd
 import pytest
+import torch
 
+import lipnets
 from lipnets import cli
 from lipnets.io import ModelFolderError, model_folder
 from lipnets.sklearn.persistence import load_model
@@ -38,7 +40,7 @@ def workspace(tmp_path_factory):
     frame.drop(columns="y").to_parquet(folder / "train.parquet", index=False)
     for name, data, target, extra in (
         ("reg", "train.csv", "y", ["--increasing", "a,b", "--decreasing", "c"]),
-        ("cls", "train.parquet", "label", ["--increasing", "b", "--decreasing", "c"]),
+        ("cls", "train.parquet", "label", ["--increasing", "b", "--decreasing", "c", "--positive-class", "pass"]),
     ):
         code = cli.main(["fit", str(folder / data), "--target", target, *extra, "--lipschitz", "2", "--out", str(folder / name), *SMALL])
         assert code == 0
@@ -142,6 +144,52 @@ def test_existing_output_is_refused_and_kept(workspace, capsys):
     code, _, err = _run(capsys, "fit", workspace / "train.csv", "--target", "y", "--out", workspace / "reg", *SMALL)
     assert code == 2 and "not empty" in err
     assert (workspace / "reg" / "config.json").read_text() == before
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--eps", "abc"], r"argument --eps: 'abc' is not a number"),
+        (["--eps", "-1"], r"argument --eps: '-1' is not a radius"),
+        (["--eps", "0.1,-0.5"], r"argument --eps: '-0.5' is not a radius"),
+        (["--eps", "nan"], r"argument --eps: 'nan' is not a radius"),
+        (["--eps", "0.5,inf"], r"argument --eps: 'inf' is not a radius"),
+    ],
+)
+def test_bad_eps_is_refused_and_nothing_is_written(workspace, tmp_path, capsys, argv, message):
+    out = tmp_path / "radii.csv"
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(["certify", str(workspace / "cls"), str(workspace / "train.parquet"), *argv, "--out", str(out)])
+    assert stopped.value.code == 2
+    assert re.search(message, capsys.readouterr().err)
+    assert not out.exists()
+
+
+def test_text_classes_need_the_positive_class_named(tmp_path, capsys):
+    """String labels: the score is the log-odds of the class that sorts second ('pass'), so --increasing
+    alone is refused; --positive-class picks the class whose probability the constraint is about."""
+    frame = _data(120).drop(columns="y")
+    data = tmp_path / "labels.csv"
+    frame.to_csv(data, index=False)
+    fit = ["fit", data, "--target", "label", "--increasing", "b", *SMALL]
+    for extra, message in (
+        ([], r"classes 'fail' and 'pass': name with --positive-class"),
+        (["--positive-class", "maybe"], r"--positive-class 'maybe' is not a class of 'label'"),
+    ):
+        code, _, err = _run(capsys, *fit, *extra, "--out", tmp_path / "model")
+        assert code == 2 and re.search(message, err), err
+        assert sorted(path.name for path in tmp_path.iterdir()) == ["labels.csv"]
+    features = frame[["a", "b", "c"]]
+    low, high = features.assign(b=features.b.min()), features.assign(b=features.b.max())
+    for positive in ("fail", "pass"):
+        code, _, err = _run(capsys, *fit, "--positive-class", positive, "--out", tmp_path / positive)
+        assert code == 0 and f"probability of class {positive!r}" in err
+        estimator = load_model(tmp_path / positive)
+        # the score is the log-odds of classes_[1]: P(positive) rises with b iff the score moves with sign
+        sign = 1 if positive == estimator.classes_[1] else -1
+        assert lipnets.check_monotonic(estimator.model_, torch.tensor(features.to_numpy()), [0, sign, 0]).ok
+        column = list(estimator.classes_).index(positive)
+        assert estimator.predict_proba(high)[:, column].mean() > estimator.predict_proba(low)[:, column].mean()
 
 
 def _copy_model(workspace, tmp_path):

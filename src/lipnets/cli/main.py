@@ -1,6 +1,6 @@
 """The `lipnets` command. Each subcommand has --help.
 
-    lipnets fit data.csv --target y --increasing a,b --decreasing c --lipschitz 2 --out model/
+    lipnets fit data.csv --target y --increasing a,b --decreasing c --lipschitz 2 --out model/ [--positive-class label]
     lipnets predict model/ data.csv [--out predictions.csv] [--proba]
     lipnets certify model/ data.csv [--threshold t] [--eps 0.1,1] [--out radii.csv]
     lipnets export model/ --onnx model.onnx
@@ -13,6 +13,7 @@ appears once complete.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -43,6 +44,52 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _columns(text: str | None) -> list[str]:
     return [name.strip() for name in text.split(",") if name.strip()] if text else []
+
+
+def _radii(text: str) -> list[float]:
+    """--eps: comma-separated radii, each a finite number >= 0."""
+    radii = []
+    for item in _columns(text):
+        try:
+            value = float(item)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{item!r} is not a number: give comma-separated radii >= 0, e.g. --eps 0.1,1") from None
+        if not (math.isfinite(value) and value >= 0):
+            raise argparse.ArgumentTypeError(f"{item!r} is not a radius: each must be a finite number >= 0, e.g. --eps 0.1,1")
+        radii.append(value)
+    return radii
+
+
+def _constraint_sign(target: Any, name: str, positive: str | None, constrained: bool) -> int:
+    """+1 or -1, the sign that makes --increasing/--decreasing constrain the probability of the positive class.
+
+    A binary classifier's score is the log-odds of the second of its sorted classes. For numeric or boolean
+    labels that is the larger one, the usual positive class; for text labels it would be whichever sorts
+    second, so a constrained fit then requires --positive-class, and naming the first class flips the signs.
+    """
+    import numpy as np
+
+    from ..datasets.tables import TableError
+
+    classes = [str(label) for label in np.unique(target.to_numpy())]
+    if positive is not None and len(classes) != 2:
+        raise TableError(f"--positive-class needs a binary target, but {name!r} has {len(classes)} classes")
+    if len(classes) != 2 or (not constrained and positive is None):
+        return 1
+    listed = f"{classes[0]!r} and {classes[1]!r}"
+    if positive is None:
+        import pandas as pd
+
+        if not pd.api.types.is_numeric_dtype(target):
+            raise TableError(
+                f"the target {name!r} has the classes {listed}: name with --positive-class the class whose probability "
+                "--increasing and --decreasing constrain"
+            )
+        positive = classes[1]
+    if positive not in classes:
+        raise TableError(f"--positive-class {positive!r} is not a class of {name!r}: its classes are {listed}")
+    print(f"monotone constraints apply to the probability of class {positive!r}", file=sys.stderr)
+    return 1 if positive == classes[1] else -1
 
 
 def _choose_task(target: Any, requested: str) -> str:
@@ -77,8 +124,11 @@ def _fit(args: argparse.Namespace) -> int:
     features = check_numeric(features, "feature")
     task = _choose_task(target, args.task)
     if task == "regression":
+        if args.positive_class is not None:
+            raise TableError("--positive-class applies to classification: this is a regression target (see --task)")
         target = check_numeric(target.to_frame(), "target")[args.target]
-    constraints = {**dict.fromkeys(increasing, 1), **dict.fromkeys(decreasing, -1)}
+    sign = 1 if task == "regression" else _constraint_sign(target, args.target, args.positive_class, bool(increasing or decreasing))
+    constraints = {**dict.fromkeys(increasing, sign), **dict.fromkeys(decreasing, -sign)}
     estimator_class = MonotonicClassifier if task == "classification" else MonotonicRegressor
     estimator = estimator_class(
         constraints,
@@ -169,7 +219,6 @@ def _certify(args: argparse.Namespace) -> int:
         raise ValueError(
             "certifying a regression model needs --threshold: the radius is how far a row can move before its prediction crosses it"
         )
-    eps = [float(value) for value in _columns(args.eps)]
     parts = []
     for chunk in _chunks(features, "certify"):
         radius = estimator.certified_radius(chunk) if classifier else estimator.certified_radius(chunk, args.threshold)
@@ -188,7 +237,7 @@ def _certify(args: argparse.Namespace) -> int:
     if classifier and target in table.columns:
         correct = rows["prediction"].to_numpy() == table[target].to_numpy()
         summary["accuracy"] = float(correct.mean())
-    for value in eps:
+    for value in args.eps:
         summary[f"share radius > {value:g}"] = float((radius > value).mean())
         if correct is not None:
             summary[f"certified accuracy at {value:g}"] = float(((radius > value) & correct).mean())
@@ -245,6 +294,11 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         help=f"auto (default): classification if the target is non-numeric, boolean, or integer with at most {AUTO_CLASSES} distinct values; else regression",
     )
+    fit.add_argument(
+        "--positive-class",
+        help="binary classification: the class whose probability --increasing/--decreasing constrain "
+        "(required for text labels; default for numeric labels: the larger)",
+    )
     fit.add_argument("--lipschitz", type=float, default=1.0, help="lambda of the network in standardised units (default 1)")
     fit.add_argument("--hidden", default="32,32", help="comma-separated hidden widths, even numbers (default 32,32)")
     fit.add_argument("--epochs", type=int, default=200, help="maximum training epochs (default 200)")
@@ -275,7 +329,9 @@ def build_parser() -> argparse.ArgumentParser:
     certify.add_argument("model", help="model folder written by `lipnets fit`")
     certify.add_argument("data", help="table (.csv or .parquet); with the target column, certified accuracy is reported")
     certify.add_argument("--threshold", type=float, help="decision threshold for a regression model (required for regressors)")
-    certify.add_argument("--eps", default="", help="comma-separated radii for the summary's shares and certified accuracy")
+    certify.add_argument(
+        "--eps", type=_radii, default="", help="comma-separated radii >= 0 for the summary's shares and certified accuracy"
+    )
     certify.add_argument("--out", help="write the per-row radii to this file (the summary then goes to stdout)")
     certify.set_defaults(handler=_certify)
 
