@@ -14,12 +14,14 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = {
     "certify": ["benchmarks/certify.py", "--quick", "--no-write"],
     "certify_images": ["benchmarks/certify_images.py", "--quick", "--no-write"],
+    "layer_families": ["benchmarks/layer_families.py", "--quick", "--no-write"],
     "monotonic_tabular": ["benchmarks/monotonic_tabular.py", "--quick", "--no-write"],
     "one_class": ["benchmarks/one_class.py", "--quick", "--no-write"],
     "wasserstein": ["benchmarks/wasserstein.py", "--quick", "--no-write"],
     "overhead": ["benchmarks/overhead.py", "--quick"],
     "privacy": ["benchmarks/privacy.py", "--quick"],
     "trigger": ["examples/trigger.py", "--quick", "--no-write", "--out", "{tmp}"],
+    "trigger_export": ["benchmarks/trigger_export.py", "--quick", "--no-write"],
     "train_ddp": ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "examples/train_ddp.py", "{tmp}"],
 }
 

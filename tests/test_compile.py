@@ -97,7 +97,7 @@ def test_compiled_convolutions_match_eager() -> None:
     """Every convolution constraint (spectral with its power-iteration buffers, orthogonal RKO in project
     mode, AOL), the SLL residual block and l2 pooling train identically compiled (fullgraph) and eager,
     with equal bounds."""
-    from lipnets.layers.conv import LipschitzConv2d, SLLBlock
+    from lipnets.layers import LipschitzConv2d, SLLBlock
     from lipnets.layers.pooling import ScaledAvgPool2d
 
     torch._dynamo.reset()

@@ -69,9 +69,11 @@ def test_model_cap_and_refusals() -> None:
     assert lipnets.bound_of(model, (1, 8, 8)).cap == pytest.approx(2.0)
     assert lipnets.bound_of(LipschitzConvNet(1, 3, (8, 8), depth=2, width=4, layer="spectral"), (1, 8, 8)).cap == float("inf")
     with pytest.raises(ValueError, match=r"unknown layer"):
-        LipschitzConvNet(1, 3, (8, 8), layer="cayley")
+        LipschitzConvNet(1, 3, (8, 8), layer="bcop")
     with pytest.raises(ValueError, match=r"2-d"):
-        LipschitzConvNet(1, 3, (16,), layer="sll")
+        LipschitzConvNet(1, 3, (16,), layer="soc")
+    with pytest.raises(ValueError, match=r"circular padding only"):
+        LipschitzConvNet(1, 3, (8, 8), layer="cayley", padding_mode="zeros")
     with pytest.raises(ValueError, match=r"strides must give 3"):
         LipschitzConvNet(1, 3, (8, 8), depth=3, strides=[2, 2])
     with pytest.raises(ValueError, match=r"width even"):

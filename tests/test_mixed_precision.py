@@ -87,7 +87,7 @@ def test_guarantees_hold_after_autocast_training(name: str, dtype: torch.dtype) 
 def test_convolutions_keep_their_bound_under_autocast(dtype: torch.dtype) -> None:
     """Every convolution constraint and the SLL block: full-precision kernels inside autocast, and the
     bound proven for the input size stays within 1 after low-precision training steps."""
-    from lipnets.layers.conv import LipschitzConv2d, SLLBlock
+    from lipnets.layers import LipschitzConv2d, SLLBlock
 
     model = nn.Sequential(
         LipschitzConv2d(2, 4, 3, padding=1, norm="spectral", mode="project"),

@@ -283,6 +283,6 @@ def test_refusals_name_the_problem() -> None:
 
 
 def test_convnet_builder_in_project_mode_is_accepted() -> None:
-    net = nn.Sequential(InputClip(8.0), LipschitzConvNet(1, 10, (8, 8), depth=2, width=8, mode="project"))
+    net = nn.Sequential(InputClip(8.0), LipschitzConvNet(1, 10, (8, 8), depth=2, width=8, layer="orthogonal", mode="project"))
     bound = gradient_norm_bound(net, TauCrossEntropyLoss(), input_shape=(1, 8, 8))
     assert math.isfinite(bound) and bound > 0

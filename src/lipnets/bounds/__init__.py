@@ -1,6 +1,6 @@
 """The bound protocol and the composition of sound bounds through a model."""
 
-from .compose import bound_of, check_guarantees, feature_bounds, lipschitz_bound, tracked_norms
+from .compose import bound_of, check_guarantees, feature_bounds, lipschitz_bound, monotone_signs, tracked_norms
 from .protocol import Bound, BoundedModule, FixedBound, GuaranteeError, NormChainError, UntrackedModuleError
 
 __all__ = [
@@ -14,5 +14,6 @@ __all__ = [
     "check_guarantees",
     "feature_bounds",
     "lipschitz_bound",
+    "monotone_signs",
     "tracked_norms",
 ]

@@ -167,6 +167,18 @@ def feature_bounds(model: nn.Module, input_shape: tuple[int, ...]) -> torch.Tens
     return torch.full(shape, value, dtype=torch.float64)
 
 
+def monotone_signs(model: nn.Module, input_shape: tuple[int, ...] | None = None) -> torch.Tensor | None:
+    """The monotone directions `model` guarantees (float64, +1 / -1 / 0 per input or per output and input), or None.
+
+    Only modules that prove their directions report them (`BoundedModule.monotone_signs`): the monotonic
+    residual of Kitouni et al. (Eqs. 2.3-2.4) after checking its inner bound, and modules built on it.
+    """
+    if isinstance(model, BoundedModule):
+        signs = model.monotone_signs(input_shape)
+        return None if signs is None else signs.detach().to(torch.float64)
+    return None
+
+
 def lipschitz_bound(model: nn.Module, input_shape: tuple[int, ...] | None = None) -> float:
     """A sound upper bound on the Lipschitz constant of `model`, from its tracked input to output norm.
 

@@ -84,6 +84,14 @@ class BoundedModule(nn.Module, abc.ABC):
         """
         return None
 
+    def monotone_signs(self, input_shape: tuple[int, ...] | None = None) -> torch.Tensor | None:
+        """The monotone directions the module guarantees with its current weights, or None (the default).
+
+        Per input (1-D), or per output and input (2-D): +1 where the output provably never decreases
+        as the input grows, -1 where it never increases, 0 where nothing is promised.
+        """
+        return None
+
 
 class FixedBound(BoundedModule):
     """A module without weights whose bound is fixed by its configuration; the bound is also its cap.

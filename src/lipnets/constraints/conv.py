@@ -27,7 +27,9 @@ class ConvSpectralNorm(WeightConstraint):
     The singular vectors (one per frequency block of `conv_symbol` on a POWER_GRID grid) are a
     persistent buffer advanced `power_iterations` times per training forward (Miyato et al., ICLR 2018). Power iteration approaches sigma from
     below, so it only drives training: the layer reports the exact bound of the result. `project`
-    divides by the Gram-iteration bound (after Delattre et al., ICML 2023; docs/reference/convolutions.md), which never underestimates.
+    divides by the Gram-iteration bound (after Delattre et al., ICML 2023; docs/reference/convolutions.md), which never
+    underestimates. `grid` replaces the POWER_GRID grid (rounded up to multiples of the stride), e.g. by the grid on
+    which lipnets.norms.conv_norm_bound measures a given input size.
     """
 
     def __init__(
@@ -38,9 +40,11 @@ class ConvSpectralNorm(WeightConstraint):
         *,
         power_iterations: int = 1,
         gram_iterations: int = 4,
+        grid: Sequence[int] | None = None,
     ) -> None:
         super().__init__(lipschitz)
-        self.grid = tuple(s * -(-POWER_GRID // s) for s in stride)
+        sizes = (POWER_GRID,) * len(stride) if grid is None else tuple(grid)
+        self.grid = tuple(s * -(-n // s) for n, s in zip(sizes, stride))
         self.stride = tuple(stride)
         self.power_iterations = int(power_iterations)
         self.gram_iterations = int(gram_iterations)

@@ -42,6 +42,11 @@ class _Magnitudes(fx.Interpreter):
         return result
 
 
+def _attribute(module: nn.Module, target: str) -> object:
+    owner, _, name = target.rpartition(".")
+    return getattr(module.get_submodule(owner) if owner else module, name)
+
+
 def _reduction_length(plain: fx.GraphModule) -> int:
     """N: the length of every reduction of the graph added up (two per other operation)."""
     total = 0
@@ -50,8 +55,9 @@ def _reduction_length(plain: fx.GraphModule) -> int:
             module = plain.get_submodule(node.target)
             weight = getattr(module, "weight", None)
             total += weight[0].numel() if isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d)) and weight is not None else 2
-        elif node.op in ("call_function", "call_method"):
-            total += 2
+        elif node.op in ("call_function", "call_method"):  # a constant weight traced inside a module of lipnets' own
+            weights = [_attribute(plain, str(arg.target)) for arg in node.args if isinstance(arg, fx.Node) and arg.op == "get_attr"]
+            total += max([2] + [weight[0].numel() for weight in weights if isinstance(weight, torch.Tensor) and weight.dim() >= 2])
     return total
 
 

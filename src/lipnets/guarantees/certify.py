@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from ..bounds import Bound, UntrackedModuleError, bound_of
-from ..norms import as_vector_norm, dual, order
+from ..norms import as_vector_norm, conversion_factor, dual, order
 from ..validation import ArrayLike, check_finite
 
 METHODS = ("auto", "generic", "last-layer")
@@ -140,6 +140,7 @@ def certified_radius(
     input_shape: tuple[int, ...] | None = None,
     *,
     method: str = "auto",
+    norm: str | None = None,
 ) -> torch.Tensor:
     """Per input, a radius (in the model's input norm) within which the predicted class cannot change.
 
@@ -150,13 +151,18 @@ def certified_radius(
     the last-layer radius where it applies; a binary model always gets |f| / L, which both methods
     equal. A tie gives radius 0. Returns float64, one radius per input. `input_shape` defaults to
     x.shape[1:] (convolution bounds need it). Evaluate the model in eval mode: the bound is that of
-    the mode the model is in.
+    the mode the model is in. `norm` ("1", "2", "inf") asks for the radius in another norm: r / c with
+    c the smallest constant such that ||d||_input <= c ||d||_norm over the input's dimension (an l2
+    radius r is an l_inf radius r / sqrt(dim)).
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}: choose one of {', '.join(METHODS)}")
     logits = logits_of(model, x).to(torch.float64)
     shape = tuple(x.shape[1:]) if input_shape is None else tuple(input_shape)
     bound = _model_bound(model, shape)
+    if norm is not None:
+        factor = conversion_factor(norm, cast(str, bound.input_norm), math.prod(x.shape[1:]))
+        return certified_radius(model, x, input_shape, method=method) / factor
     if logits.shape[1] == 1:
         return _ratio(logits[:, 0].abs(), torch.tensor(bound.value, dtype=torch.float64, device=logits.device))
     split = _last_layer_split(model)
@@ -187,16 +193,18 @@ def certified_accuracy(
     y: ArrayLike,
     eps: float | Sequence[float] | torch.Tensor,
     input_shape: tuple[int, ...] | None = None,
+    *,
+    norm: str | None = None,
 ) -> float | list[float]:
     """The share of inputs classified correctly with a certified radius > eps (docs/reference/certificates.md).
 
     A misclassified point counts as radius 0. `eps` is one number (returns a float) or several
-    (returns a list), in the model's input norm.
+    (returns a list), in the model's input norm, or in `norm` (see `certified_radius`).
     """
     values, single = _eps_list(eps)
     logits = logits_of(model, x)
     labels = check_labels(y, logits)
-    radius = certified_radius(model, x, input_shape)
+    radius = certified_radius(model, x, input_shape, norm=norm)
     radius = torch.where(predicted_labels(logits) == labels, radius, torch.zeros_like(radius))
     shares = [float((radius > e).double().mean()) for e in values]
     return shares[0] if single else shares

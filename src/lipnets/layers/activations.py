@@ -6,6 +6,8 @@ import torch
 from torch import nn
 
 from ..bounds import FixedBound
+from .householder import Householder
+from .spline import LinearSpline
 
 
 class NormPreserving(FixedBound):
@@ -88,16 +90,25 @@ class Abs(NormPreserving):
         return x.abs()
 
 
-ACTIVATIONS = {"groupsort": GroupSort, "maxmin": MaxMin, "fullsort": FullSort, "abs": Abs, "relu": nn.ReLU}
+ACTIVATIONS = ("groupsort", "maxmin", "fullsort", "abs", "relu", "spline", "householder")
+"""Names `make_activation` accepts; "spline" and "householder" are learned and need num_features."""
 
 
-def make_activation(name: str, group_size: int = 2, dim: int = -1) -> nn.Module:
-    """Build an activation by name: "groupsort", "maxmin", "fullsort", "abs" or "relu"."""
+def make_activation(name: str, group_size: int = 2, dim: int = -1, num_features: int | None = None) -> nn.Module:
+    """Build an activation by name: "groupsort", "maxmin", "fullsort", "abs", "relu", or the learned
+    "spline" (LinearSpline, 1-Lipschitz in every norm) and "householder" (Householder, l2 only), which
+    take the `num_features` along `dim` they act on."""
     key = str(name).lower()
     if key not in ACTIVATIONS:
         raise ValueError(f"unknown activation {name!r}: choose one of {', '.join(ACTIVATIONS)}")
+    if key in ("spline", "householder"):
+        if num_features is None:
+            raise ValueError(f"the {key!r} activation learns parameters per feature: pass num_features")
+        return LinearSpline(num_features, dim=dim) if key == "spline" else Householder(num_features, dim=dim)
     if key == "groupsort":
         return GroupSort(group_size, dim)
-    if key in ("maxmin", "fullsort"):
-        return ACTIVATIONS[key](dim)
-    return ACTIVATIONS[key]()
+    if key == "maxmin":
+        return MaxMin(dim)
+    if key == "fullsort":
+        return FullSort(dim)
+    return Abs() if key == "abs" else nn.ReLU()

@@ -1,4 +1,4 @@
-"""Lipschitz convolutions (spectral, RKO-orthogonal, AOL) and the SLL residual block, with proven l2 bounds.
+"""Lipschitz convolutions (spectral, RKO-orthogonal, AOL) with proven l2 bounds (SLL residual blocks: layers/residual.py).
 
 `lipschitz_bound(input_shape)` is the bound of the current kernel for inputs of that size: the exact
 norm of a circular convolution from its DFT (a restriction of it for zero padding), or the
@@ -12,14 +12,12 @@ from collections.abc import Callable, Sequence
 from typing import Any, Literal, cast
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from ..bounds import BoundedModule
 from ..constraints import WeightConstraint
-from ..constraints.base import outward, rounding_margin
+from ..constraints.base import outward
 from ..constraints.conv import ConvAOL, ConvSpectralNorm, ReshapedKernelOrthogonal
-from ..norms.conv import PADDING_MODES, conv_norm_bound, kernel_adjoint, kernel_gram, rko_bound
+from ..norms.conv import PADDING_MODES, conv_norm_bound, rko_bound
 from .constrained import ConstrainedWeight
 
 CONV_NORMS = ("spectral", "orthogonal", "aol")
@@ -186,112 +184,3 @@ class LipschitzConv1d(_LipschitzConv, nn.Conv1d):
 
     _plain = nn.Conv1d
     _spatial = 1
-
-
-def _pad(x: torch.Tensor, padding: int, padding_mode: str) -> torch.Tensor:
-    return F.pad(x, (padding,) * 4, mode="circular" if padding_mode == "circular" else "constant")
-
-
-class PlainSLL(nn.Module):
-    """The exported SLL block: x - conv(pad(scale * relu(conv(pad(x), K) + b)), K^T) with baked tensors."""
-
-    weight: torch.Tensor
-    adjoint: torch.Tensor
-    bias: torch.Tensor
-    scale: torch.Tensor
-
-    def __init__(
-        self, weight: torch.Tensor, adjoint: torch.Tensor, bias: torch.Tensor, scale: torch.Tensor, padding: int, padding_mode: str
-    ) -> None:
-        super().__init__()
-        self.register_buffer("weight", weight)
-        self.register_buffer("adjoint", adjoint)
-        self.register_buffer("bias", bias)
-        self.register_buffer("scale", scale)
-        self.padding = padding
-        self.padding_mode = padding_mode
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        hidden = torch.relu(F.conv2d(_pad(x, self.padding, self.padding_mode), self.weight, self.bias)) * self.scale
-        return x - F.conv2d(_pad(hidden, self.padding, self.padding_mode), self.adjoint)
-
-
-class SLLBlock(BoundedModule):
-    """SDP-based Lipschitz residual block (Araujo et al., ICLR 2023, Theorem 3): h(x) = x - 2 W T^-1 relu(W^T x + b).
-
-    W^T is the convolution with kernel K (inner_channels x channels x k x k, k odd, "same" padding)
-    and W its exact adjoint; T = diag(t), t_i = sum_j,b |K K^T|_ij[b] q_j / q_i with q = exp(log_q) > 0.
-    Then T >= W^T W and h is 1-Lipschitz in l2, for zero or circular padding and every input size
-    (the kernel-level row sums dominate the finite operator's). Stride is not supported.
-    """
-
-    input_norm = "2"
-    output_norm = "2"
-
-    def __init__(
-        self,
-        channels: int,
-        inner_channels: int | None = None,
-        kernel_size: int = 3,
-        *,
-        padding_mode: str = "zeros",
-        device: torch.device | str | None = None,
-        dtype: torch.dtype | None = None,
-    ) -> None:
-        super().__init__()
-        inner = channels if inner_channels is None else inner_channels
-        if isinstance(kernel_size, bool) or not isinstance(kernel_size, int) or kernel_size < 1 or kernel_size % 2 == 0:
-            raise ValueError(f"SLLBlock needs an odd kernel_size (for 'same' padding with an exact adjoint), got {kernel_size!r}")
-        if min(channels, inner) < 1:
-            raise ValueError(f"channels and inner_channels must be positive, got {channels}, {inner}")
-        check_conv_options(2, 1, kernel_size // 2, 1, 1, padding_mode)
-        self.channels, self.inner_channels, self.kernel_size = channels, inner, kernel_size
-        self.padding, self.padding_mode = kernel_size // 2, padding_mode
-        self.weight = nn.Parameter(torch.empty(inner, channels, kernel_size, kernel_size, device=device, dtype=dtype))
-        self.bias = nn.Parameter(torch.empty(inner, device=device, dtype=dtype))
-        self.log_q = nn.Parameter(torch.zeros(inner, device=device, dtype=dtype))
-        nn.init.xavier_normal_(self.weight)
-        nn.init.uniform_(self.bias, -1.0 / math.sqrt(channels * kernel_size**2), 1.0 / math.sqrt(channels * kernel_size**2))
-
-    def scale(self) -> torch.Tensor:
-        """2 (1 - margin) / t_i per inner channel (0 where the channel's kernel is zero), shaped to broadcast over (C, H, W).
-
-        t is computed in floating point and may round below the exact value the theorem needs; the
-        rounding margin of its sums (`lipnets.constraints.base.rounding_margin`) keeps T >= W^T W.
-        """
-        gram = kernel_gram(kernel_adjoint(self.weight)).abs().sum(dim=(2, 3))
-        t = (gram * torch.exp(self.log_q[None, :] - self.log_q[:, None])).sum(dim=1)
-        length = self.weight.numel() + self.inner_channels * (2 * self.kernel_size - 1) ** 2
-        numerator = 2.0 * (1.0 - rounding_margin(length))
-        scale = torch.where(t > 0, numerator / t.clamp(min=torch.finfo(t.dtype).tiny), torch.zeros_like(t))
-        return scale[:, None, None]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        hidden = torch.relu(F.conv2d(_pad(x, self.padding, self.padding_mode), self.weight, self.bias)) * self.scale()
-        return x - F.conv2d(_pad(hidden, self.padding, self.padding_mode), kernel_adjoint(self.weight))
-
-    def lipschitz_bound(self, input_shape: tuple[int, ...] | None = None) -> float:
-        """1.0 for every input size: Theorem 3 of Araujo et al. holds by construction of T."""
-        if input_shape is not None and (len(input_shape) != 3 or input_shape[0] != self.channels):
-            raise ValueError(f"input_shape must be (channels={self.channels}, H, W), got {tuple(input_shape)}")
-        return 1.0
-
-    def lipschitz_cap(self) -> float:
-        """1.0: no weight can make the block exceed it."""
-        return 1.0
-
-    def to_plain(self) -> PlainSLL:
-        """The same block with K, K^T, b and 2/t baked into buffers (no lipnets code in its forward)."""
-        with torch.no_grad():
-            weight = self.weight.detach().clone()
-            return PlainSLL(
-                weight,
-                kernel_adjoint(weight).contiguous(),
-                self.bias.detach().clone(),
-                self.scale().detach().clone(),
-                self.padding,
-                self.padding_mode,
-            )
-
-    def extra_repr(self) -> str:
-        return f"channels={self.channels}, inner_channels={self.inner_channels}, kernel_size={self.kernel_size}, padding_mode={self.padding_mode!r}"

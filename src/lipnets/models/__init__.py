@@ -1,7 +1,8 @@
-"""Builders of Lipschitz networks whose norms chain: dense MLPs, convolutional nets, the monotonic residual."""
+"""Builders of Lipschitz networks whose norms chain: dense MLPs, convolutional nets, l_inf-distance nets, the monotonic residual."""
 
 from .convnet import LipschitzConvNet
+from .distance import LInfDistanceNet
 from .mlp import LipschitzMLP
 from .monotonic import MonotonicityError, MonotonicMLP, MonotonicWrapper
 
-__all__ = ["LipschitzConvNet", "LipschitzMLP", "MonotonicMLP", "MonotonicWrapper", "MonotonicityError"]
+__all__ = ["LInfDistanceNet", "LipschitzConvNet", "LipschitzMLP", "MonotonicMLP", "MonotonicWrapper", "MonotonicityError"]

@@ -57,8 +57,9 @@ class LipschitzMLP(nn.Sequential):
     """A dense network that is `lipschitz`-Lipschitz from `input_norm` to its tracked output norm.
 
     Layers alternate LipschitzLinear and a gradient-norm-preserving activation. The product of the
-    layer constants is `lipschitz` (Kitouni, Nolte and Williams 2023, Eq. 2.6). Further options: activation ("groupsort", "maxmin",
-    "fullsort", "abs", "relu"), group_size, distribute, hidden_norm, and the LipschitzLinear options
+    layer constants is `lipschitz` (Kitouni, Nolte and Williams 2023, Eq. 2.6). Further options: activation
+    ("groupsort", "maxmin", "fullsort", "abs", "relu", the learned "spline" (LinearSpline, any norm) or
+    "householder" (l2 only)), group_size, distribute, hidden_norm, and the LipschitzLinear options
     vectorwise, rescaling and mode.
     """
 
@@ -86,6 +87,11 @@ class LipschitzMLP(nn.Sequential):
         depth = len(widths) - 1
         norms = layer_norms(depth, input_norm, hidden_norm)
         constants = layer_constants(depth, lipschitz, distribute)
+        if activation == "householder" and norms[-1] not in ("orthogonal", "2"):
+            raise ValueError(
+                "the householder activation is 1-Lipschitz in l2 only: use input_norm='2' with hidden_norm 'orthogonal' or '2', "
+                "or an activation that works in every norm ('groupsort', 'spline')"
+            )
         if activation == "groupsort":
             for width in hidden:
                 if width % group_size:
@@ -105,6 +111,6 @@ class LipschitzMLP(nn.Sequential):
                 )
             )
             if index < depth - 1:
-                layers.append(make_activation(activation, group_size))
+                layers.append(make_activation(activation, group_size, num_features=widths[index + 1]))
         super().__init__(*layers)
         self.lipschitz = lipschitz

@@ -133,6 +133,11 @@ class MonotonicWrapper(BoundedModule):
         """Per input i, c_i (L_g + lambda max_k |S_ki|): how far any output can move per unit of x_i."""
         return self._per_feature(self.inner_bound())
 
+    def monotone_signs(self, input_shape: tuple[int, ...] | None = None) -> torch.Tensor:
+        """The spec s (per input, or per output and input), after `verify()` checks the current weights keep it."""
+        self.verify()
+        return self.monotone.detach().to(torch.float64)
+
     def lipschitz_bound(self, input_shape: tuple[int, ...] | None = None) -> float:
         """max_i c_i (L_g + lambda max_k |S_ki|): bounds every partial derivative, so f is this Lipschitz from l1 to l_inf."""
         return self._outer_bound(self.inner_bound())

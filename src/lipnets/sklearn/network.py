@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..bounds import BoundedModule, bound_of, feature_bounds
+from ..bounds import BoundedModule, bound_of, feature_bounds, monotone_signs
 from ..layers import InputClip
 from ..models import LipschitzMLP, MonotonicMLP
 from ..validation import ArrayLike
@@ -57,6 +57,14 @@ class ScaledNetwork(BoundedModule):
         """Per original column i: the network's per-feature bound / scale_i, times the target's scale."""
         inner = feature_bounds(self.network, (len(self.scale),))
         return inner / self.scale.double() * float(self.target_scale.double().max())
+
+    def monotone_signs(self, input_shape: tuple[int, ...] | None = None) -> torch.Tensor | None:
+        """The network's directions in original units: each flips with the sign of its input's and output's scale."""
+        inner = monotone_signs(self.network, (len(self.scale),))
+        if inner is None:
+            return None
+        signs = inner if inner.dim() == 2 else inner.expand(len(self.target_scale), -1)
+        return signs * torch.sign(self.scale.double()) * torch.sign(self.target_scale.double())[:, None]
 
     def lipschitz_cap(self) -> float:
         return self._factor() * bound_of(self.network, name="network").cap
