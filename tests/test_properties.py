@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 import lipnets
 from helpers import jacobian_at
-from lipnets.norms import conversion_factor, gram_spectral_bound, operator_norm, order
+from lipnets.norms import conversion_factor, gram_spectral_bound, layer_operator_norm, operator_norm, order
 
 NORM_NAMES = ["1", "2", "inf"]
 dims = st.integers(min_value=1, max_value=9)
@@ -96,7 +96,14 @@ def test_model_bound_dominates_local_jacobians(inputs, width, depth, constant, s
         for parameter in model.parameters():
             parameter.mul_(5.0)
     bound = lipnets.lipschitz_bound(model)
-    assert bound <= constant * (1 + 1e-9)
+    # the function that runs (float64 weights) is within the constraint
+    running = math.prod(
+        layer_operator_norm(layer.effective_weight(), layer.norm) for layer in model.modules() if isinstance(layer, lipnets.LipschitzLinear)
+    )
+    assert running <= constant * (1 + 1e-9)
+    # the reported bound also covers the float32, float16 and bfloat16 copies the model can be exported to:
+    # rounding toward zero never raises an l1 or l-inf norm, but can raise a spectral norm (1e-5 was seen)
+    assert bound <= constant * (1 + (1e-9 if input_norm != "2" else 1e-3))
     p_in, p_out = lipnets.tracked_norms(model)
     for point in random_matrix(4, inputs, 2.0, seed):
         jacobian = jacobian_at(model, point)
