@@ -63,20 +63,40 @@ def datasets(seed: int, quick: bool) -> dict[str, tuple[torch.Tensor, ...]]:
     return {"digits": (train_x, train_y, test_x, test_y), "mnist1d": (m_train_x, m_train_y, m_test_x, m_test_y)}
 
 
+def training_steps(budget: float, args) -> int | None:
+    """The step count that --equal-steps gives every model in place of `budget` seconds (None: wall-clock)."""
+    return None if args.equal_steps is None else max(1, round(budget * args.equal_steps / args.batch_size))
+
+
+def training(budget: float, args) -> str:
+    """How long each model trains, for the table titles."""
+    steps = training_steps(budget, args)
+    return f"{budget:g} s" if steps is None else f"{steps} steps"
+
+
 def train_for(model: nn.Module, loss, x: torch.Tensor, y: torch.Tensor, lr: float, budget: float, args) -> tuple[int, float]:
-    """Adam on shuffled mini-batches until `budget` seconds have passed; returns (images, seconds)."""
+    """Adam on shuffled mini-batches until `budget` seconds have passed; returns (images, seconds).
+
+    With --equal-steps R every model instead trains round(budget R / batch size) steps, whatever the
+    machine's load: the same work for every model, a cross-check independent of other processes.
+    """
     torch.manual_seed(args.seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     model.train()
-    start, images = time.perf_counter(), 0
-    while time.perf_counter() - start < budget:
+    steps = training_steps(budget, args)
+    start, images, taken = time.perf_counter(), 0, 0
+
+    def done() -> bool:
+        return taken >= steps if steps is not None else time.perf_counter() - start >= budget
+
+    while not done():
         for batch in torch.randperm(len(x)).split(args.batch_size):
             optimizer.zero_grad()
             loss(model(x[batch]), y[batch]).backward()
             optimizer.step()
             lipnets.project_(model)
-            images += len(batch)
-            if time.perf_counter() - start >= budget:
+            images, taken = images + len(batch), taken + 1
+            if done():
                 break
     model.eval()
     return images, time.perf_counter() - start
@@ -268,6 +288,13 @@ def main(argv: list[str] | None = None) -> dict[str, list[dict]]:
     parser.add_argument("--attack-steps", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
+        "--equal-steps",
+        type=float,
+        default=None,
+        metavar="RATE",
+        help="train every model round(budget x RATE / batch size) steps instead of for the wall-clock budget (load-free cross-check)",
+    )
+    parser.add_argument(
         "--quick", action="store_true", help="1 s per model and a 2-point grid of 0.3 s on fewer MNIST-1D samples, for a smoke test"
     )
     parser.add_argument("--no-write", action="store_true", help="do not write benchmarks/results/certify_images.md")
@@ -281,18 +308,18 @@ def main(argv: list[str] | None = None) -> dict[str, list[dict]]:
     tables = [
         format_table(
             results["digits"],
-            f"digits: certified l2 accuracy on {len(data['digits'][2])} test points, {args.budget:g} s training per model",
+            f"digits: certified l2 accuracy on {len(data['digits'][2])} test points, {training(args.budget, args)} training per model",
         )
     ]
     print(tables[-1] + "\n", flush=True)
     results["mnist1d"], results["mnist1d validation grid"] = run_mnist1d(data["mnist1d"], args)
     title = (
-        f"mnist1d: certified l2 accuracy on {len(data['mnist1d'][2])} test points, {args.budget_1d:g} s training per final model "
+        f"mnist1d: certified l2 accuracy on {len(data['mnist1d'][2])} test points, {training(args.budget_1d, args)} training per final model "
         f"on the whole training set; kernel {args.kernel_1d}, strides {args.strides_1d}; lr and margin chosen per model on the grid below"
     )
     tables.append(format_table(results["mnist1d"], title))
     grid_title = (
-        f"mnist1d validation grid: {args.grid_budget:g} s training per point on 80% of the training set, "
+        f"mnist1d validation grid: {training(args.grid_budget, args)} training per point on 80% of the training set, "
         f"accuracies on the other {len(data['mnist1d'][0]) // 5} points; score = mean of clean and certified accuracies"
     )
     tables.append(format_table(results["mnist1d validation grid"], grid_title))

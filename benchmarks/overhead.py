@@ -12,7 +12,13 @@ to the plain twin, so load from other processes that drifts between rounds cance
 gradients, optimizer state, buffers) plus the peak of live tensor allocations during one step, read from
 the allocation events of `torch.profiler(profile_memory=True)`.
 
+On a GPU (`--device cuda`) the clock is wall time with the device synchronised around each timed
+block (torch.utils.benchmark does that) and peak memory is the CUDA allocator's peak during a step.
+The digits section trains the convolutional networks of benchmarks/certify_images.py (8x8 images,
+batch 128) and reports images per second of training against deel-torchlip's twin.
+
     OMP_NUM_THREADS=1 python benchmarks/overhead.py [--quick] [--no-compile] [--write]
+    python benchmarks/overhead.py --device cuda [--quick] [--write]
     PATH=.venv/bin:$PATH OMP_NUM_THREADS=1 python benchmarks/overhead.py --instructions [--write]
 """
 
@@ -39,8 +45,11 @@ from lipnets.io.report import format_table
 RESULTS = Path(__file__).parent / "results" / "overhead.md"
 INSTRUCTIONS = Path(__file__).parent / "results" / "overhead-instructions.md"
 
-DENSE_MODELS = {"lhcb 4-20-20-20-1": ((4, 20, 20, 20, 1), 1024), "mnist 784-512-512-512-10": ((784, 512, 512, 512, 10), 256)}
-"""Name: (widths, batch size)."""
+DENSE_MODELS = {
+    "lhcb": ("lhcb 4-20-20-20-1", (4, 20, 20, 20, 1), 1024),
+    "mnist": ("mnist 784-512-512-512-10", (784, 512, 512, 512, 10), 256),
+}
+"""Section name: (title, widths, batch size)."""
 
 DENSE_NORM_CHAINS = {
     "1": ("1", "1"),
@@ -144,7 +153,8 @@ def conv_variants(compile_models: bool) -> dict[str, Variant] | None:
         return nn.Sequential(conv(3, 32), GroupSort(2, dim=1), conv(32, 32), GroupSort(2, dim=1), nn.Flatten(), nn.Linear(32 * 32 * 32, 10))
 
     variants = {"plain nn.Conv2d": Variant(lambda: net(lambda c_in, c_out: nn.Conv2d(c_in, c_out, 3, padding=1)))}
-    for norm, mode in (("spectral", "reparam"), ("aol", "reparam"), ("orthogonal", "reparam"), ("orthogonal", "project")):
+    modes = (("spectral", "reparam"), ("spectral", "project"), ("aol", "reparam"), ("orthogonal", "reparam"), ("orthogonal", "project"))
+    for norm, mode in modes:
         variants[f"lipnets LipschitzConv2d {norm} {mode}"] = Variant(
             lambda norm=norm, mode=mode: net(lambda c_in, c_out: LipschitzConv2d(c_in, c_out, 3, padding=1, norm=norm, mode=mode))
         )
@@ -165,6 +175,30 @@ def conv_variants(compile_models: bool) -> dict[str, Variant] | None:
         )
     if compile_models:
         variants["plain nn.Conv2d (compiled)"] = Variant(variants["plain nn.Conv2d"].build, compiled=True)
+    return variants
+
+
+DIGITS_LAYERS = ("spectral", "orthogonal", "aol", "sll")
+"""LipschitzConvNet layer types timed on the digits images, each with its default mode."""
+
+
+def digits_variants() -> dict[str, Variant]:
+    """The convolutional networks of certify_images.py on 8x8 digits: plain twin, lipnets layers, deel-torchlip."""
+    from lipnets.models import LipschitzConvNet
+
+    def convnet(layer: str) -> nn.Module:
+        return LipschitzConvNet(1, 10, (8, 8), depth=3, width=32, layer=layer)
+
+    def plain() -> nn.Module:  # the same architecture in torch layers, trainable
+        return lipnets.export.to_plain(convnet("orthogonal")).requires_grad_(True)
+
+    variants = {"plain PyTorch (exported orthogonal net)": Variant(plain)}
+    for layer in DIGITS_LAYERS:
+        variants[f"lipnets LipschitzConvNet {layer}"] = Variant(lambda layer=layer: convnet(layer))
+    if importlib.util.find_spec("deel"):
+        from certify_images import deel_model
+
+        variants["deel-torchlip SpectralConv2d + SpectralLinear"] = Variant(lambda: deel_model(1, (8, 8), 32, 3, (1, 1, 1)))
     return variants
 
 
@@ -212,11 +246,21 @@ def peak_training_memory(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> 
     """MiB: resident state before a step plus the peak of live allocations during it (eager)."""
     step, optimizer = train_step(model, x, y, compiled=False, keep_gradients=True)
     step()  # gradients and optimizer state now exist
-    return peak_step_memory(step, resident_bytes(model, optimizer.state))
+    return peak_step_memory(step, resident_bytes(model, optimizer.state), x.device)
 
 
-def peak_step_memory(step: Callable[[], object], resident: int) -> float:
-    """MiB: `resident` bytes plus the peak of live allocations during one call of `step` (torch.profiler events)."""
+def peak_step_memory(step: Callable[[], object], resident: int, device: torch.device | None = None) -> float:
+    """MiB: `resident` bytes plus the peak of live allocations during one call of `step`.
+
+    On CUDA from the allocator's peak statistics; elsewhere from torch.profiler's memory events.
+    """
+    if device is not None and device.type == "cuda":
+        torch.cuda.synchronize(device)
+        before = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        step()
+        torch.cuda.synchronize(device)
+        return (resident + torch.cuda.max_memory_allocated(device) - before) / 2**20
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as profiler:
         step()
     events = sorted(  # each op's own allocations minus frees, and the frees outside ops ("[memory]")
@@ -229,26 +273,43 @@ def peak_step_memory(step: Callable[[], object], resident: int) -> float:
     return (resident + peak) / 2**20
 
 
-def time_variants(variants: dict[str, Variant], inputs: tuple[torch.Tensor, torch.Tensor], rounds: int, min_time: float) -> list[dict]:
+def time_variants(
+    variants: dict[str, Variant], inputs: tuple[torch.Tensor, torch.Tensor], rounds: int, min_time: float, *, memory_peaks: bool = True
+) -> list[dict]:
+    """Train-step and eval-forward times of every variant on the inputs' device, with ratios to the first.
+
+    memory_peaks: also measure each variant's peak training memory (a profiled step; --quick skips it).
+    """
     x, y = inputs
+    # every compiled model shares the code object of its forward wrapper, and past torch._dynamo's
+    # recompile limit a model would silently run eagerly: start each table from an empty cache and fail
+    # rather than time an eager model as a compiled one
+    torch.compiler.reset()
+    torch._dynamo.config.fail_on_recompile_limit_hit = True
     calls: dict[tuple[str, str], Callable[[], None]] = {}
     memory: dict[str, float] = {}
     for name, variant in variants.items():
         torch.manual_seed(0)
+
+        def build(variant: Variant = variant) -> nn.Module:
+            return variant.build().to(x.device)
+
         if variant.trains:
-            calls[name, "train"] = train_step(variant.build(), x, y, variant.compiled)[0]
-            if not variant.compiled:
-                memory[name] = peak_training_memory(variant.build(), x, y)
-        calls[name, "eval"] = eval_forward(variant.build(), x, variant.compiled)
+            calls[name, "train"] = train_step(build(), x, y, variant.compiled)[0]
+            if memory_peaks and not variant.compiled:
+                memory[name] = peak_training_memory(build(), x, y)
+        calls[name, "eval"] = eval_forward(build(), x, variant.compiled)
     for key, call in calls.items():  # warm-up, and compilation for compiled variants
         start = time.perf_counter()
         call(), call()
         if variants[key[0]].compiled:
             print(f"  compiled {key[0]} {key[1]} in {time.perf_counter() - start:.0f} s", file=sys.stderr)
     samples: dict[tuple[str, str], list[float]] = {key: [] for key in calls}
+    # CPU: the thread's CPU time; CUDA: wall time, which torch.utils.benchmark brackets with synchronisations
+    clock = {"timer": time.thread_time} if x.device.type == "cpu" else {}
     for _ in range(rounds):
         for key, call in calls.items():
-            timer = benchmark.Timer("call()", globals={"call": call}, num_threads=torch.get_num_threads(), timer=time.thread_time)
+            timer = benchmark.Timer("call()", globals={"call": call}, num_threads=torch.get_num_threads(), **clock)
             samples[key].append(timer.blocked_autorange(min_run_time=min_time).median)
     base = next(iter(variants))
 
@@ -258,18 +319,22 @@ def time_variants(variants: dict[str, Variant], inputs: tuple[torch.Tensor, torc
         return compiled_base if variants[name].compiled and compiled_base in samples else (base, kind)
 
     def ratio(name: str, kind: str) -> str:
-        """Median over rounds of the per-round ratio: load that drifts between rounds cancels out."""
-        pairs = zip(samples[name, kind], samples[twin(name, kind)])
-        return f"{statistics.median(mine / plain for mine, plain in pairs):.2f}x"
+        """Median over rounds of the per-round ratio (min-max in brackets): load that drifts between rounds cancels out."""
+        ratios = [mine / plain for mine, plain in zip(samples[name, kind], samples[twin(name, kind)])]
+        if name == base or (variants[name].compiled and twin(name, kind)[0] == name):
+            return "1.00x"
+        return f"{statistics.median(ratios):.2f}x [{min(ratios):.2f}-{max(ratios):.2f}]"
 
     rows = []
     for name in variants:
         trains = (name, "train") in samples
+        train_seconds = statistics.median(samples[name, "train"]) if trains else None
         rows.append(
             {
                 "variant": name,
-                "train step ms": f"{1e3 * statistics.median(samples[name, 'train']):.3g}" if trains else "-",
+                "train step ms": f"{1e3 * train_seconds:.3g}" if train_seconds else "-",
                 "train ratio": ratio(name, "train") if trains else "-",
+                "train samples/s": f"{len(x) / train_seconds:.0f}" if train_seconds else "-",
                 "eval ms": f"{1e3 * statistics.median(samples[name, 'eval']):.3g}",
                 "eval ratio": ratio(name, "eval"),
                 "peak train MiB": f"{memory[name]:.3g}" if name in memory else "-",
@@ -316,7 +381,7 @@ def instruction_rows(widths: tuple[int, ...], batch: int, number: int = 50) -> l
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer rounds and shorter timings, for a smoke run")
+    parser.add_argument("--quick", action="store_true", help="fewer rounds, shorter timings and no memory peaks, for a smoke run")
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile variants")
     parser.add_argument("--write", action="store_true", help=f"write the tables to {RESULTS}")
     parser.add_argument(
@@ -324,10 +389,13 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help=f"only count instructions of eval forwards under valgrind (needs valgrind; slow), written to {INSTRUCTIONS}",
     )
+    parser.add_argument("--device", default="cpu", help="where the models train and infer (default cpu; e.g. cuda)")
+    names = [*DENSE_MODELS, "conv", "digits"]
+    parser.add_argument("--sections", nargs="+", choices=names, default=names, help="the tables to time (default: all)")
     args = parser.parse_args(argv)
     if args.instructions:
         sections = []
-        for title, (widths, batch) in list(DENSE_MODELS.items())[:1]:  # the model where per-call overhead shows
+        for title, widths, batch in list(DENSE_MODELS.values())[:1]:  # the model where per-call overhead shows
             sections.append(format_table(instruction_rows(widths, batch), f"{title}, batch {batch}: eval forward"))
             print(sections[-1] + "\n", flush=True)
         if args.write:
@@ -341,30 +409,41 @@ def main(argv: list[str] | None = None) -> None:
         return
     rounds, min_time = (2, 0.05) if args.quick else (11, 0.1)
     compile_models = not args.no_compile
+    device = torch.device(args.device)
     torch.manual_seed(0)
     sections = []
-    for title, (widths, batch) in DENSE_MODELS.items():
+
+    def timed(name: str, variants: dict[str, Variant] | None, x: torch.Tensor, y: torch.Tensor, title: str) -> None:
+        if name in args.sections and variants is not None:
+            rows = time_variants(variants, (x.to(device), y.to(device)), rounds, min_time, memory_peaks=not args.quick)
+            sections.append(format_table(rows, title))
+            print(sections[-1] + "\n", flush=True)
+
+    for name, (title, widths, batch) in DENSE_MODELS.items():
         x = torch.randn(batch, widths[0])
         y = torch.randint(0, widths[-1], (batch,)) if widths[-1] > 1 else torch.randn(batch, 1)
-        rows = time_variants(dense_variants(widths, batch, compile_models), (x, y), rounds, min_time)
-        sections.append(format_table(rows, f"{title}, batch {batch}"))
-        print(sections[-1] + "\n", flush=True)
-    conv = conv_variants(compile_models)
-    if conv is not None:
-        x, y = torch.randn(64, 3, 32, 32), torch.randint(0, 10, (64,))
-        sections.append(format_table(time_variants(conv, (x, y), rounds, min_time), "conv 3-32-32 3x3, 32x32 images, batch 64"))
-        print(sections[-1] + "\n", flush=True)
+        timed(name, dense_variants(widths, batch, compile_models), x, y, f"{title}, batch {batch}")
+    conv_x, conv_y = torch.randn(64, 3, 32, 32), torch.randint(0, 10, (64,))
+    timed("conv", conv_variants(compile_models), conv_x, conv_y, "conv 3-32-32 3x3, 32x32 images, batch 64")
+    digits_x, digits_y = torch.rand(128, 1, 8, 8), torch.randint(0, 10, (128,))
+    digits_title = "digits convnet 1-32-32-32 3x3 (certify_images.py), 8x8 images, batch 128: training images/s"
+    timed("digits", digits_variants(), digits_x, digits_y, digits_title)
     if args.write:
+        clock = (
+            "Times are CPU time of the calling thread (all work runs there with one torch thread; it excludes "
+            "waiting while other processes hold the cores)"
+            if device.type == "cpu"
+            else f"Times are wall time on {torch.cuda.get_device_name(device)}, synchronised around each timed block"
+        )
         write_results(
-            RESULTS,
+            RESULTS if device.type == "cpu" else RESULTS.with_name(f"overhead-{device.type}.md"),
             "Overhead against plain PyTorch",
             argv,
             sections,
-            "Times are CPU time of the calling thread (all work runs there with one torch thread; it excludes "
-            f"waiting while other processes hold the cores), medians over {rounds} interleaved rounds; a ratio is "
-            "the median over rounds of the per-round ratio to the plain twin (compiled variants: to the compiled "
-            "plain twin). Peak memory: resident state plus the peak of live allocations during one eager training "
-            "step (allocation and free events of torch.profiler, at op granularity).",
+            f"{clock}, medians over {rounds} interleaved rounds; a ratio is the median over rounds of the per-round "
+            "ratio to the plain twin (compiled variants: to the compiled plain twin), with its smallest and largest "
+            "round in brackets. Peak memory: resident state plus the peak of live allocations during one eager "
+            "training step (CPU: allocation and free events of torch.profiler, at op granularity; CUDA: the allocator's peak).",
         )
 
 

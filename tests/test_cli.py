@@ -13,7 +13,7 @@ from lipnets import cli
 from lipnets.io import ModelFolderError, model_folder
 from lipnets.sklearn.persistence import load_model
 
-SMALL = ["--hidden", "8,8", "--epochs", "25", "--learning-rate", "0.01"]
+SMALL = ["--hidden", "8,8", "--max-iter", "25", "--learning-rate", "0.01", "--n-estimators", "1"]
 
 
 def _data(n: int = 200, seed: int = 0) -> pd.DataFrame:
@@ -38,7 +38,7 @@ def workspace(tmp_path_factory):
     frame.drop(columns="y").to_parquet(folder / "train.parquet", index=False)
     for name, data, target, extra in (
         ("reg", "train.csv", "y", ["--increasing", "a,b", "--decreasing", "c"]),
-        ("cls", "train.parquet", "label", ["--increasing", "b", "--decreasing", "c"]),
+        ("cls", "train.parquet", "label", ["--increasing", "b", "--decreasing", "c", "--positive-class", "pass"]),
     ):
         code = cli.main(["fit", str(folder / data), "--target", target, *extra, "--lipschitz", "2", "--out", str(folder / name), *SMALL])
         assert code == 0
@@ -62,9 +62,10 @@ def test_regression_round_trip_through_onnx(workspace, capsys):
     np.testing.assert_allclose(through_onnx, predicted, rtol=1e-5, atol=1e-5)
 
     code, out, err = _run(capsys, "certify", workspace / "reg", workspace / "train.csv", "--threshold", "-12", "--eps", "0.05")
-    assert code == 0 and "lipschitz bound" in err
+    assert code == 0 and "lipschitz bound" in err and "unit of b" in err
     rows = pd.read_csv(io.StringIO(out))
     np.testing.assert_allclose(rows.radius, np.abs(predicted + 12) / model.lipschitz_bound_)
+    np.testing.assert_allclose(rows["radius b"], np.abs(predicted + 12) / model.feature_lipschitz_[1])
 
 
 def test_classification_round_trip_and_certificates(workspace, capsys):
@@ -107,12 +108,20 @@ def test_help_for_every_subcommand(capsys):
 @pytest.mark.parametrize(
     ("mutate", "extra", "message"),
     [
-        (lambda f: f.assign(colour="red"), [], "'colour' is not numeric"),
-        (lambda f: f.assign(b=f.b.where(f.index != 7)), [], "'b' contain NaN"),
+        (lambda f: f.assign(b=np.inf, day=pd.Timestamp("2024-01-01").isoformat(), gone=np.nan), [], "'b' holds inf.*'gone' is empty"),
         (lambda f: f.assign(y=f.y.where(f.index != 2)), [], "target column 'y' has 1 missing"),
-        (lambda f: f, ["--increasing", "a,weight"], "--increasing column.*'weight' not found"),
+        (
+            lambda f: f,
+            ["--increasing", "a,weight", "--drop", "zip"],
+            "--drop column.*'zip' not found.*--increasing column.*'weight' not found",
+        ),
         (lambda f: f.drop(columns="y"), [], "target column.*'y' not found"),
         (lambda f: f, ["--increasing", "a", "--decreasing", "a"], "'a' are both"),
+        (lambda f: f.assign(colour="red"), ["--increasing", "colour"], "'colour' is text: a monotone constraint needs numbers"),
+        (lambda f: f, ["--increasing", "a", "--drop", "a"], "--increasing column.*'a' are left out"),
+        (lambda f: f.assign(y=np.where(f.y > 0, "hi", "lo")), ["--increasing", "a"], "say which class.*--positive-class"),
+        (lambda f: f.assign(y=f.index % 3), ["--increasing", "a"], "3 classes need --positive-class"),
+        (lambda f: f.assign(y=f.index % 2), ["--positive-class", "7"], "--positive-class '7' is not a label"),
     ],
 )
 def test_bad_fit_inputs_fail_cleanly_and_write_nothing(tmp_path, capsys, mutate, extra, message):
@@ -120,7 +129,7 @@ def test_bad_fit_inputs_fail_cleanly_and_write_nothing(tmp_path, capsys, mutate,
     mutate(_data(60).drop(columns="label")).to_csv(data, index=False)
     code, _, err = _run(capsys, "fit", data, "--target", "y", *extra, "--out", tmp_path / "model", *SMALL)
     assert code == 2
-    assert re.search(message, err), err
+    assert re.search(message, err, re.S), err
     assert sorted(path.name for path in tmp_path.iterdir()) == ["bad.csv"]
 
 
@@ -140,7 +149,7 @@ def test_failure_while_saving_leaves_no_folder(tmp_path, capsys, monkeypatch):
 def test_existing_output_is_refused_and_kept(workspace, capsys):
     before = (workspace / "reg" / "config.json").read_text()
     code, _, err = _run(capsys, "fit", workspace / "train.csv", "--target", "y", "--out", workspace / "reg", *SMALL)
-    assert code == 2 and "not empty" in err
+    assert code == 2 and "not empty" in err and "--overwrite" in err
     assert (workspace / "reg" / "config.json").read_text() == before
 
 
@@ -159,9 +168,16 @@ def _copy_model(workspace, tmp_path):
         (lambda d: (d / "config.json").write_text("{not json"), "config.json is corrupt"),
         (lambda d: _edit(d, format="other-tool"), "not a lipnets model folder"),
         (lambda d: _edit(d, format_version=99), "model format 99"),
-        (lambda d: _edit(d, lipschitz_bound=1e-3), "bound"),
-        (lambda d: _edit(d, scaler={**_config(d)["scaler"], "mean": [0.0, 0.0, 0.0]}), "scaler's mean"),
-        (lambda d: _edit(d, architecture={**_config(d)["architecture"], "hidden": [16, 16]}), "another architecture"),
+        (lambda d: _edit(d, feature_names=["c", "b", "a"]), "changed after it was written"),
+        (lambda d: _edit(d, monotone_constraints=[-1, 1, 1]), "changed after it was written"),
+        (lambda d: _edit(d, estimator="LipschitzRegressor"), "changed after it was written"),
+        (lambda d: _edit(d, lipschitz_bound=1e-3, rehash=True), "bound"),
+        (lambda d: _edit(d, scaler={**_config(d)["scaler"], "mean": [0.0, 0.0, 0.0]}, rehash=True), "scaler's mean"),
+        (lambda d: _edit(d, architecture={**_config(d)["architecture"], "hidden": [16, 16]}, rehash=True), "another architecture"),
+        (lambda d: _edit(d, monotone_constraints=[-1, 1, 1], rehash=True), "disagree with the network"),
+        (lambda d: _edit(d, feature_names=["c", "b", "a"], rehash=True), "feature names disagree"),
+        (lambda d: _edit(d, weights={**_config(d)["weights"], "file": "../weights.pt"}, rehash=True), "plain file name"),
+        (lambda d: _outside(d), "points outside"),
     ],
 )
 def test_corrupt_or_foreign_model_directories(workspace, tmp_path, capsys, damage, message):
@@ -177,8 +193,20 @@ def _config(folder) -> dict:
     return json.loads((folder / "config.json").read_text())
 
 
-def _edit(folder, **changes) -> None:
-    (folder / "config.json").write_text(json.dumps({**_config(folder), **changes}))
+def _edit(folder, rehash: bool = False, **changes) -> None:
+    """Change config entries; with `rehash`, also recompute the config's checksum (a deliberate forgery)."""
+    config = {**_config(folder), **changes}
+    if rehash:
+        config["config_sha256"] = model_folder.config_digest(config)
+    (folder / "config.json").write_text(json.dumps(config))
+
+
+def _outside(folder) -> None:
+    """weights.pt replaced by a link to a file outside the folder (with the same content and hash)."""
+    outside = folder.parent / "elsewhere.pt"
+    outside.write_bytes((folder / "weights.pt").read_bytes())
+    (folder / "weights.pt").unlink()
+    (folder / "weights.pt").symlink_to(outside)
 
 
 def test_predict_names_missing_and_bad_columns(workspace, tmp_path, capsys):
@@ -188,6 +216,95 @@ def test_predict_names_missing_and_bad_columns(workspace, tmp_path, capsys):
     assert code == 2 and "'b' not found" in err
     frame.assign(c="x").to_csv(tmp_path / "text.csv", index=False)
     code, _, err = _run(capsys, "predict", workspace / "reg", tmp_path / "text.csv")
-    assert code == 2 and "'c' is not numeric" in err
+    assert code == 2 and "'c' was numeric in training but holds text" in err
     code, _, err = _run(capsys, "certify", workspace / "reg", workspace / "train.csv")
     assert code == 2 and "--threshold" in err
+    for bad in ("abc", "-1", "0.1,nan"):
+        code, out, err = _run(capsys, "certify", workspace / "reg", workspace / "train.csv", "--threshold", "0", "--eps", bad)
+        assert code == 2 and "--eps takes comma-separated numbers > 0" in err and out == ""
+
+
+def _real_table(n: int = 300, seed: int = 0) -> pd.DataFrame:
+    """What a credit analyst exports: an ID column, text with gaps, numbers with gaps, large magnitudes, text labels."""
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame(
+        {
+            "ID": np.arange(100_000, 100_000 + n),
+            "income": rng.normal(52_000, 18_000, n).round(2),
+            "latitude": rng.normal(45.5, 0.01, n),
+            "job": rng.choice(["fixed", "freelance", "partime", None], n),
+            "debt": np.where(rng.random(n) < 0.15, np.nan, rng.uniform(0, 20_000, n).round(0)),
+        }
+    )
+    score = 4e-5 * frame.income - 1e-4 * frame.debt.fillna(5_000) + (frame.job == "fixed") + 50 * (frame.latitude - 45.5)
+    frame["status"] = np.where(score + rng.normal(0, 0.5, n) > score.median(), "good", "bad")
+    return frame
+
+
+def test_a_real_csv_through_the_three_commands(tmp_path, capsys):
+    _real_table().to_csv(tmp_path / "loans.csv", index=False)
+    fit = [
+        "fit",
+        tmp_path / "loans.csv",
+        "--target",
+        "status",
+        "--increasing",
+        "income",
+        "--decreasing",
+        "debt",
+        "--out",
+        tmp_path / "model",
+    ]
+    code, out, err = _run(capsys, *fit, "--positive-class", "good", *SMALL)
+    assert code == 0, err
+    assert "leaving out 'ID'" in err and "job (categorical)" in out and "debt (numeric, with missing flag)" in out
+    assert "monotonicity: 0 violations" in out and "unit of income" in out
+    config = _config(tmp_path / "model")
+    assert config["left_out_columns"] == ["ID"] and config["positive_class"] == "good"
+    assert [column["name"] for column in config["encoder"]] == ["income", "latitude", "job", "debt"]
+
+    new = _real_table(40, seed=1).drop(columns="status")
+    new.loc[0, "job"] = "contractor"  # a category the model never saw
+    new.to_csv(tmp_path / "new.csv", index=False)
+    code, out, _ = _run(capsys, "predict", tmp_path / "model", tmp_path / "new.csv", "--proba")
+    assert code == 0
+    predictions = pd.read_csv(io.StringIO(out))
+    assert set(predictions.prediction) <= {"good", "bad"} and len(predictions) == 40
+
+    code, out, err = _run(capsys, "certify", tmp_path / "model", tmp_path / "loans.csv", "--eps", "100")
+    assert code == 0
+    radii = pd.read_csv(io.StringIO(out))
+    assert {"radius", "radius income", "radius debt", "radius job"} <= set(radii.columns)
+    # moving income alone by just under its radius never changes a class
+    model = load_model(tmp_path / "model")
+    frame = pd.read_csv(tmp_path / "loans.csv")
+    moved = frame.assign(income=frame.income + 0.99 * radii["radius income"])
+    assert np.array_equal(model.predict(moved.drop(columns=["ID", "status"])), radii.prediction.to_numpy())
+
+    code, out, err = _run(capsys, "export", tmp_path / "model", "--onnx", tmp_path / "model.onnx")
+    assert code == 0, err
+    import onnx
+
+    document = onnx.load(str(tmp_path / "model.onnx"))
+    columns = json.loads({p.key: p.value for p in document.metadata_props}["lipnets_input_columns"])
+    encoded = model.encoder_.transform(frame.drop(columns=["ID", "status"]), np.float64)
+    assert columns == model.encoder_.encoded_names() and encoded.shape[1] == len(columns)
+    session = onnxruntime.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
+    logits = session.run(None, {"input": encoded.astype(np.float32)})[0][:, 0]
+    exact = model.decision_function(frame.drop(columns=["ID", "status"]))
+    assert np.abs(logits - exact).max() < 1e-4 * (1 + np.abs(exact).max())  # large magnitudes, float32 centring
+
+
+def test_overwrite_replaces_a_model_folder_and_nothing_else(workspace, tmp_path, capsys):
+    import shutil
+
+    folder = shutil.copytree(workspace / "reg", tmp_path / "model")
+    code, _, err = _run(
+        capsys, "fit", workspace / "train.csv", "--target", "y", "--out", folder, "--overwrite", "--lipschitz", "0.5", *SMALL
+    )
+    assert code == 0, err
+    assert _config(folder)["params"]["lipschitz"] == 0.5 and sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "keep.txt").write_text("mine")
+    code, _, err = _run(capsys, "fit", workspace / "train.csv", "--target", "y", "--out", tmp_path / "notes", "--overwrite", *SMALL)
+    assert code == 2 and "not a lipnets model folder" in err and (tmp_path / "notes" / "keep.txt").read_text() == "mine"

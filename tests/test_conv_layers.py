@@ -17,6 +17,7 @@ from torch.nn.utils import parametrize
 
 import lipnets
 from helpers import blow_up_steps, impulse_jacobian, matrix_norm
+from lipnets.constraints import ConvSpectralNorm
 from lipnets.export import to_plain
 from lipnets.layers import LipschitzConv1d, LipschitzConv2d, SLLBlock
 from lipnets.norms import circular_conv_norm, conv_gram_bound, conv_norm_bound, rko_bound
@@ -125,6 +126,26 @@ def test_norm_functions_bound_random_kernels(spatial) -> None:
         if k % 2:
             exact = matrix_norm(random_operator(kernel, size, 1, k // 2, "circular"), "2", "2")
             assert circular_conv_norm(kernel, [size] * spatial) == pytest.approx(exact, rel=1e-9)
+
+
+@pytest.mark.parametrize(("shape", "stride"), [((4, 3, 3, 3), 1), ((4, 3, 3, 3), 2), ((3, 5, 2, 3), (1, 2)), ((5, 3, 5), 2)])
+def test_power_iteration_converges_to_the_exact_norm_on_its_grid(shape, stride) -> None:
+    """The real-arithmetic blocks are the symbol: converged power iteration gives the exact norm of the
+    strided circular convolution on the power-iteration grid (SVD of the complex DFT blocks)."""
+    kernel = torch.randn(shape, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    strides = (stride,) * (len(shape) - 2) if isinstance(stride, int) else stride
+    spectral = ConvSpectralNorm(1.0, shape[1], strides, shape[2:]).double()
+    estimate = float(spectral.sigma(kernel, steps=300))
+    assert estimate == pytest.approx(circular_conv_norm(kernel, spectral.grid, strides), rel=1e-6)
+
+
+def test_gram_bound_in_float32_bounds_the_supremum() -> None:
+    """The Gram bound computed in float32 (mode="project" of a float32 layer) still exceeds the exact norm
+    on a grid finer than the kernel's bandwidth, the supremum over frequencies to within rounding."""
+    for seed in range(3):
+        kernel = torch.randn(8, 6, 3, 3, generator=torch.Generator().manual_seed(seed))
+        exact = circular_conv_norm(kernel.double(), (64, 64))
+        assert float(conv_gram_bound(kernel)) >= exact * (1 - 1e-5)
 
 
 def test_reflect_padding_really_breaks_the_bound() -> None:

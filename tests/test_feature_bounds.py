@@ -45,7 +45,7 @@ def test_estimator_feature_bounds_in_original_units() -> None:
     rng = torch.Generator().manual_seed(0)
     x = torch.rand(300, 2, generator=rng, dtype=torch.float64) * torch.tensor([1000.0, 1.0], dtype=torch.float64)
     y = x[:, 0] / 1000 + torch.sin(5 * x[:, 1])
-    estimator = MonotonicRegressor([1, 0], epochs=5, random_state=0).fit(x.numpy(), y.numpy())
+    estimator = MonotonicRegressor([1, 0], max_iter=5, n_estimators=1, random_state=0).fit(x.numpy(), y.numpy())
     bounds = lipnets.feature_bounds(estimator.model_, (2,))
     # A dollar of column 0 is worth a thousandth of a unit of column 1.
     assert bounds[0] < bounds[1] / 100

@@ -7,6 +7,7 @@ from torch import nn
 
 import lipnets
 from lipnets import LipschitzLinear
+from lipnets.constraints import dense_constraint
 
 NORMS = ["1", "inf", "1-inf", "2-inf", "2", "orthogonal"]
 MODES = ["reparam", "project"]
@@ -105,6 +106,23 @@ def test_gradients_flow_through_the_normalisation() -> None:
     layer = LipschitzLinear(4, 3, norm="2", lipschitz=0.5)
     layer(torch.randn(8, 4)).sum().backward()
     assert layer.parametrizations.weight.original.grad is not None
+
+
+@pytest.mark.parametrize("shape", [(20, 30), (30, 20), (25, 25)])
+def test_spectral_gradient_is_that_of_the_exact_normalisation(shape: tuple[int, int]) -> None:
+    """With a spectral gap the Gram bound equals sigma_max to rounding, and the gradient of target W / sigma
+    through the top singular pair (no graph through the iteration) is the exact one, from an SVD."""
+    u, _, vh = torch.linalg.svd(torch.randn(shape, dtype=torch.float64, generator=torch.Generator().manual_seed(0)), full_matrices=False)
+    values = torch.linspace(1.5, 0.5, min(shape), dtype=torch.float64)
+    values[0] = 3.0
+    weight = (u * values) @ vh
+    upstream = torch.randn(shape, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    constraint = dense_constraint("2", 1.0)
+    ours = weight.clone().requires_grad_(True)
+    (constraint.normalize(ours) * upstream).sum().backward()
+    exact = weight.clone().requires_grad_(True)
+    (constraint.target(weight) * exact / torch.linalg.matrix_norm(exact, ord=2) * upstream).sum().backward()
+    torch.testing.assert_close(ours.grad, exact.grad, atol=1e-12, rtol=0)
 
 
 def test_parametrization_is_removable() -> None:

@@ -18,7 +18,7 @@ def _classifier() -> torch.nn.Module:
     X = rng.normal(size=(150, 4)) * [1.0, 50.0, 0.1, 3.0]
     y = np.digitize(X[:, 0] + X[:, 1] / 50, [-1, 1])
     spec = [[-1, 0, 0, 0], [0, 0, 0, 0], [1, 1, 0, 0]]
-    return MonotonicClassifier(spec, hidden=(8, 8), epochs=5, random_state=0).fit(X, y).model_
+    return MonotonicClassifier(spec, hidden=(8, 8), max_iter=5, n_estimators=1, random_state=0).fit(X, y).model_
 
 
 MODELS = {

@@ -1,6 +1,7 @@
 """The fit loop: reproducibility, early stopping, checkpoints, constraints after training, callbacks."""
 
 import copy
+import sys
 
 import pytest
 import torch
@@ -12,6 +13,8 @@ from lipnets.io import CheckpointError, load_checkpoint
 from lipnets.losses import HingeLoss, TauBCEWithLogitsLoss
 from lipnets.norms import layer_operator_norm
 from lipnets.training import History
+
+fit_module = sys.modules["lipnets.training.fit"]
 
 
 def moons(n: int = 256, seed: int = 0):
@@ -49,7 +52,7 @@ def test_same_seed_gives_identical_weights_and_history():
 def test_history_records_losses_and_metrics_per_epoch():
     history = lipnets.fit(model(), TauBCEWithLogitsLoss(16.0), TRAIN, VAL, epochs=4, batch_size=64, metrics=["accuracy"], progress=False)
     assert isinstance(history, History) and history.epochs == 4
-    assert set(history) == {"loss", "val_loss", "val_accuracy"}
+    assert set(history) == {"loss", "lr", "val_loss", "val_accuracy"}
     assert all(len(values) == 4 for values in history.values())
     assert history["loss"][-1] < history["loss"][0]
     assert history.best_epoch == min(range(4), key=history["val_loss"].__getitem__)
@@ -205,3 +208,66 @@ def test_float64_models_train_on_float32_data():
     net = model().double()
     history = lipnets.fit(net, HingeLoss(0.1), TRAIN, VAL, epochs=1, metrics=["accuracy"], progress=False)
     assert net[0].weight.dtype == torch.float64 and history.epochs == 1
+
+
+def test_sample_weights_scale_the_loss_and_equal_weights_change_nothing():
+    plain, weighted = model(), model()
+    weights = torch.full((len(TRAIN[0]),), 3.0)
+    lipnets.fit(plain, HingeLoss(0.1), TRAIN, epochs=2, batch_size=32, progress=False)
+    lipnets.fit(weighted, HingeLoss(0.1), (*TRAIN, weights), epochs=2, batch_size=32, progress=False)
+    assert same_weights(plain, weighted)  # weights are normalised to mean 1
+    skewed = torch.where(VAL[1] == 1, 5.0, 1.0)
+    with torch.no_grad():
+        per_sample = HingeLoss(0.1, reduction="none")(plain(VAL[0]), VAL[1])
+    expected = float((per_sample * skewed).sum() / skewed.sum())
+    assert lipnets.training.evaluate(plain, HingeLoss(0.1), (*VAL, skewed))["loss"] == pytest.approx(expected, rel=1e-6)
+    with pytest.raises(ValueError, match=r"sample_weight must hold one non-negative"):
+        lipnets.fit(model(), HingeLoss(0.1), (*TRAIN, -weights), epochs=1, progress=False)
+    with pytest.raises(TypeError, match=r"`reduction` attribute"):
+        lipnets.fit(model(), lambda output, target: output.mean(), (*TRAIN, weights), epochs=1, progress=False)
+
+
+def test_ctrl_c_keeps_the_best_weights_and_says_so():
+    snapshots = {}
+
+    def interrupt(epoch, history, net):
+        snapshots[epoch] = copy.deepcopy(net.state_dict())
+        if epoch == 3:
+            raise KeyboardInterrupt
+
+    net = model()
+    with pytest.warns(RuntimeWarning, match=r"interrupted in epoch 4 of 20: keeping the weights of epoch"):
+        history = lipnets.fit(net, HingeLoss(0.1), TRAIN, VAL, epochs=20, batch_size=32, callbacks=[interrupt], progress=False)
+    assert history.interrupted and history.epochs == 4
+    best = snapshots[history.best_epoch]
+    assert all(torch.equal(net.state_dict()[key], best[key]) for key in best)
+    with pytest.raises(KeyboardInterrupt):  # nothing trained yet: nothing to keep
+        lipnets.fit(model(), HingeLoss(0.1), TRAIN, epochs=2, optimizer=lambda params, lr: _Raising(params), progress=False)
+
+
+class _Raising(torch.optim.SGD):
+    """An optimizer whose first step is interrupted, as by Ctrl-C during the first epoch."""
+
+    def __init__(self, params):
+        super().__init__(params, lr=0.1)
+
+    def step(self, closure=None):
+        raise KeyboardInterrupt
+
+
+def test_progress_goes_to_the_log_when_stderr_is_not_a_terminal(caplog):
+    with caplog.at_level("INFO", logger="lipnets.fit"):
+        lipnets.fit(model(), HingeLoss(0.1), TRAIN, VAL, epochs=2, batch_size=64, progress=True)
+    lines = [record.getMessage() for record in caplog.records if record.name == "lipnets.fit"]
+    assert lines and lines[0].startswith("epoch 1/2") and "val_loss=" in lines[0]
+
+
+def test_steps_per_epoch_streams_across_passes():
+    history = lipnets.fit(model(), HingeLoss(0.1), TRAIN, epochs=3, batch_size=32, steps_per_epoch=3, progress=False)
+    assert history.epochs == 3
+    seen = []
+    data = (torch.arange(10.0)[:, None], torch.zeros(10))
+    for epoch in range(4):
+        seen += [int(v) for batch in fit_module._batches(data, 4, epoch, 0, shuffle=True, steps=2) for v in batch[0][:, 0]]
+    # 8 batches of 4 from passes of 10 rows (3 batches each, the last of 2): every row once per pass
+    assert sorted(seen[:10]) == list(range(10)) and sorted(seen[10:20]) == list(range(10))

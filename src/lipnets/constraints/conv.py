@@ -6,12 +6,13 @@ bound of the resulting kernel (lipnets.norms.conv); the constraint only has to d
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import torch
 
 from ..norms import layer_operator_norm
-from ..norms.conv import aol_scale, conv_gram_bound, conv_symbol, kernel_gram, rko_factor
+from ..norms.conv import aol_scale, conv_gram_bound, kernel_gram, rko_factor, symbol_phases
 from .base import WeightConstraint, outward
 from .orthogonal import Orthogonal
 
@@ -30,6 +31,11 @@ class ConvSpectralNorm(WeightConstraint):
     divides by the Gram-iteration bound (after Delattre et al., ICML 2023; docs/reference/convolutions.md), which never
     underestimates. `grid` replaces the POWER_GRID grid (rounded up to multiples of the stride), e.g. by the grid on
     which lipnets.norms.conv_norm_bound measures a given input size.
+
+    The blocks are built in real arithmetic, Re and Im as two real matrices per frequency from one
+    matrix product with the cosines and sines of `symbol_phases` (complex batched products run
+    frequency by frequency on CPU), and the estimate is differentiated at the largest block only:
+    sigma is a maximum, so its gradient lives there.
     """
 
     def __init__(
@@ -37,6 +43,7 @@ class ConvSpectralNorm(WeightConstraint):
         lipschitz: float,
         in_channels: int,
         stride: Sequence[int],
+        kernel_size: Sequence[int],
         *,
         power_iterations: int = 1,
         gram_iterations: int = 4,
@@ -48,38 +55,63 @@ class ConvSpectralNorm(WeightConstraint):
         self.stride = tuple(stride)
         self.power_iterations = int(power_iterations)
         self.gram_iterations = int(gram_iterations)
-        frequencies = 1
-        for axis, (n, s) in enumerate(zip(self.grid, self.stride)):
-            reduced = n // s
-            frequencies *= reduced // 2 + 1 if axis == len(self.grid) - 1 else reduced
-        width = in_channels
-        for s in self.stride:
-            width *= s
+        angles = symbol_phases(self.grid, tuple(kernel_size), self.stride)
+        self.aliases = angles.shape[1]
+        self.phases: torch.Tensor
+        # (cos, sin) x (frequency, alias) x taps: the symbol of every frequency is one matrix product
+        self.register_buffer("phases", torch.stack([angles.cos(), angles.sin()]), persistent=False)
         self.u: torch.Tensor
-        self.register_buffer("u", torch.randn(frequencies, width, 2))
+        self.register_buffer("u", torch.randn(angles.shape[0], in_channels * self.aliases, 2))
 
-    @torch.no_grad()
-    def _iterate(self, symbol: torch.Tensor, steps: int) -> None:
-        # elementwise products instead of a batched complex matmul, which torch runs frequency by frequency on CPU
-        u = torch.view_as_complex(self.u.to(symbol.real.dtype))
-        for _ in range(steps):
-            u = (symbol.conj() * (symbol * u[:, None, :]).sum(-1, keepdim=True)).sum(1)
-            u = u / torch.linalg.vector_norm(u, dim=-1, keepdim=True).clamp(min=torch.finfo(u.real.dtype).tiny)
-        self.u.copy_(torch.view_as_real(u).to(self.u.dtype))
+    def _blocks(self, weight: torch.Tensor, phases: torch.Tensor) -> torch.Tensor:
+        """Re and Im of the symbol blocks at the frequencies of `phases`: (2, frequencies, c_out, c_in * S)."""
+        out, inp = weight.shape[:2]
+        parts = phases.to(weight.dtype).reshape(-1, phases.shape[-1]) @ weight.reshape(out * inp, -1).mT  # (2 F S, out in)
+        parts = parts.reshape(2, -1, self.aliases, out, inp)
+        if self.aliases > 1:  # (2, F, S, out, in) -> (2, F, out, in, S), the alias-minor order of conv_symbol
+            parts = parts.permute(0, 1, 3, 4, 2) / math.sqrt(self.aliases)
+        return parts.reshape(2, -1, out, inp * self.aliases)
+
+    @staticmethod
+    def _multiply(blocks: torch.Tensor, vectors: torch.Tensor, adjoint: bool = False) -> torch.Tensor:
+        """(Re + i Im) u per frequency, u held as (..., n, 2) [real, imaginary] columns; the adjoint conjugates.
+
+        Products and sums over one axis (`vecdot`): batched matrix-vector products of these small
+        blocks run several times slower on CPU.
+        """
+        real, imaginary = blocks.unbind(0)
+        u_real, u_imaginary = vectors.unbind(-1)
+        axis = -2 if adjoint else -1  # the adjoint Re^T - i Im^T sums over the rows
+        unsqueeze = -1 if adjoint else -2
+
+        def apply(matrix: torch.Tensor, vector: torch.Tensor) -> torch.Tensor:
+            return torch.linalg.vecdot(matrix, vector.unsqueeze(unsqueeze), dim=axis)
+
+        sign = -1.0 if adjoint else 1.0
+        real_part = apply(real, u_real) - sign * apply(imaginary, u_imaginary)
+        imaginary_part = apply(real, u_imaginary) + sign * apply(imaginary, u_real)
+        return torch.stack((real_part, imaginary_part), -1)
 
     def sigma(self, weight: torch.Tensor, steps: int = 0) -> torch.Tensor:
         """The power-iteration estimate of the norm (differentiable in the weight, the vectors held fixed).
 
         One vector per frequency block, each normalised on its own: a single global vector would let
         the other frequencies underflow to zero and could never follow a new largest one. The estimate
-        is the largest block estimate. The vectors advance by `steps` first; only the layer's training
-        forward advances them (`advance_and_normalize`), so reading the weight or its bound is pure.
+        is the largest block estimate, recomputed with its gradient at that block only. The vectors
+        advance by `steps` first; only the layer's training forward advances them
+        (`advance_and_normalize`), so reading the weight or its bound is pure.
         """
-        symbol = conv_symbol(weight, self.grid, self.stride)
-        if steps:
-            self._iterate(symbol.detach(), steps)
-        u = torch.view_as_complex(self.u.to(weight.dtype))
-        return torch.linalg.vector_norm((symbol * u[:, None, :]).sum(-1), dim=-1).max()
+        with torch.no_grad():
+            blocks = self._blocks(weight.detach(), self.phases)
+            u = self.u.to(weight.dtype)
+            for _ in range(steps):
+                u = self._multiply(blocks, self._multiply(blocks, u), adjoint=True)
+                u = u / torch.linalg.vector_norm(u, dim=(-2, -1), keepdim=True).clamp(min=torch.finfo(u.dtype).tiny)
+            if steps:
+                self.u.copy_(u)
+            largest = torch.linalg.vector_norm(self._multiply(blocks, u), dim=(-2, -1)).argmax().reshape(1)
+        blocks = self._blocks(weight, self.phases.index_select(1, largest))
+        return torch.linalg.vector_norm(self._multiply(blocks, u.index_select(0, largest)))
 
     def warm_up(self, weight: torch.Tensor, steps: int = 30) -> None:
         """Converge the singular vector for a fresh weight, so the first step is already normalised."""
@@ -89,7 +121,7 @@ class ConvSpectralNorm(WeightConstraint):
         return weight / torch.clamp(self.sigma(weight) / self.target(weight), min=1.0)
 
     def advance_and_normalize(self, weight: torch.Tensor) -> torch.Tensor:
-        """One power-iteration step per training forward (Miyato et al.), from the same symbol, then normalize."""
+        """One power-iteration step per training forward (Miyato et al.), from the same blocks, then normalize."""
         return weight / torch.clamp(self.sigma(weight, self.power_iterations) / self.target(weight), min=1.0)
 
     def project(self, weight: torch.Tensor) -> torch.Tensor:

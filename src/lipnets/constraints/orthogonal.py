@@ -35,8 +35,14 @@ from ..norms import layer_operator_norm
 from .base import WeightConstraint, outward
 
 START_CAP = 1.5
-"""lambda_max(AᵀA) of a start is scaled to at most this: sigma_max <= √1.5 < √3, and f(√1.5) = 0.92
+"""lambda_max(AᵀA) of a cold start is scaled to at most this: sigma_max <= √1.5 < √3, and f(√1.5) = 0.92
 keeps the largest singular values near 1 instead of collapsing them as a start near √3 would."""
+
+WARM_START_CAP = 3.0
+"""lambda_max(AᵀA) of a warm start (`project`, after an optimizer step) is scaled to at most this, the
+largest value with f >= 0 on [0, √3]. The bounds of `_safe_start` overestimate a warm start's lambda_max
+(1 plus the step's size in the Frobenius norm, against its size in the spectral norm), so a smaller cap
+would shrink every singular value of a near-orthogonal weight on every step."""
 
 MAX_ITERATIONS = 60
 """Cap of the convergence loop: from a singular value of 1e-10 Björck needs about 57 iterations."""
@@ -59,15 +65,15 @@ def _distance_to_identity(gram: torch.Tensor) -> torch.Tensor:
     return torch.linalg.matrix_norm(gram - eye)
 
 
-def _safe_start(a: torch.Tensor, gram: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Scale A (and G) so that lambda_max(AᵀA) <= START_CAP, from two provable bounds on lambda_max(G).
+def _safe_start(a: torch.Tensor, gram: torch.Tensor, cap: float = START_CAP) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scale A (and G) so that lambda_max(AᵀA) <= cap, from two provable bounds on lambda_max(G).
 
     lambda_max(G) <= 1 + ||G - I||_2 <= 1 + ||G - I||_F (tight near an orthogonal matrix: a warm start
     is not shrunk) and lambda_max(G) <= ||G||_inf (the max absolute row sum; tight for a cold start).
     Branch-free, so it compiles and never synchronises with the host.
     """
     bound = torch.minimum(1.0 + _distance_to_identity(gram), gram.abs().sum(dim=-1).amax(dim=-1))
-    factor = torch.clamp(bound / START_CAP, min=1.0)
+    factor = torch.clamp(bound / cap, min=1.0)
     factor = factor[..., None, None]
     return a * factor.rsqrt(), gram / factor
 
@@ -78,10 +84,14 @@ def _tall(weight: torch.Tensor) -> tuple[torch.Tensor, bool]:
     return (weight.mT if wide else weight), wide
 
 
-def bjorck(weight: torch.Tensor, iterations: int) -> torch.Tensor:
-    """`iterations` (>= 1) Björck steps from a provably scaled start: every singular value ends in [0, 1]."""
+def bjorck(weight: torch.Tensor, iterations: int, cap: float = START_CAP) -> torch.Tensor:
+    """`iterations` (>= 1) Björck steps from a provably scaled start: every singular value ends in [0, 1].
+
+    cap: the bound on lambda_max(AᵀA) the start is scaled to, at most 3 (START_CAP for a cold start,
+    WARM_START_CAP for a weight that an optimizer step moved off an orthogonal one).
+    """
     a, wide = _tall(weight)
-    a, gram = _safe_start(a, _gram(a))
+    a, gram = _safe_start(a, _gram(a), cap)
     for index in range(iterations):
         if index:
             gram = _gram(a)
@@ -144,7 +154,7 @@ class Orthogonal(WeightConstraint):
 
     def project(self, weight: torch.Tensor) -> torch.Tensor:
         target = self.target(weight)
-        return target * bjorck(weight / target, self.step_iterations)
+        return target * bjorck(weight / target, self.step_iterations, WARM_START_CAP)
 
     def refine(self, weight: torch.Tensor) -> torch.Tensor:
         target = self.target(weight)

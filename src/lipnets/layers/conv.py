@@ -77,7 +77,7 @@ class _LipschitzConv(ConstrainedWeight):
         dilation: int | Sequence[int] = 1,
         groups: int = 1,
         bias: bool = True,
-        mode: str = "reparam",
+        mode: str | None = None,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
@@ -90,15 +90,17 @@ class _LipschitzConv(ConstrainedWeight):
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         return self._conv_forward(input, self.effective_weight(advance=True), self.bias)
 
-    def _setup_lipschitz(self, norm: str, lipschitz: float, mode: str) -> None:
+    def _setup_lipschitz(self, norm: str, lipschitz: float, mode: str | None) -> None:
         if norm not in CONV_NORMS:
             raise ValueError(f"unknown norm {norm!r} for a convolution: choose one of {', '.join(map(repr, CONV_NORMS))}")
         self.norm = norm
+        if mode is None:  # orthogonal: one warm Björck step per optimizer step instead of 15 in every forward
+            mode = "project" if norm == "orthogonal" else "reparam"
         with torch.no_grad():  # an orthogonal reshaped kernel: every constraint starts near its target
             nn.init.orthogonal_(self.weight.view(self.out_channels, -1))
         constraint: WeightConstraint
         if norm == "spectral":
-            spectral = ConvSpectralNorm(lipschitz, self.in_channels, self.stride)
+            spectral = ConvSpectralNorm(lipschitz, self.in_channels, self.stride, self.kernel_size)
             spectral.warm_up(self.weight)
             constraint = spectral
         elif norm == "orthogonal":
@@ -172,7 +174,8 @@ class LipschitzConv2d(_LipschitzConv, nn.Conv2d):
 
     Zero and circular padding only; stride is allowed (accounted for in the bound), dilation and
     groups are refused. `lipschitz_bound(input_shape=(C, H, W))` is proven for that input size.
-    mode="project" stores a feasible kernel that `lipnets.project_` restores after each step.
+    mode="project" stores a feasible kernel that `lipnets.project_` restores after each step (the
+    default for "orthogonal"); mode="reparam" normalises in every forward (the default otherwise).
     """
 
     _plain = nn.Conv2d

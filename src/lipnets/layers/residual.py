@@ -241,7 +241,7 @@ def spectral_estimator(kernel: torch.Tensor, stride: int, padding: int, input_si
     grid = None if input_size is None else [int(n) + 2 * padding for n in input_size]
     if grid is not None and (len(grid) != spatial or min(grid) <= 2 * padding):
         raise ValueError(f"input_size must give {spatial} positive spatial sizes, got {input_size!r}")
-    estimator = ConvSpectralNorm(1.0, kernel.shape[1], (stride,) * spatial, grid=grid)
+    estimator = ConvSpectralNorm(1.0, kernel.shape[1], (stride,) * spatial, tuple(kernel.shape[2:]), grid=grid)
     estimator.warm_up(kernel.detach(), 50)
     return estimator
 

@@ -38,13 +38,33 @@ def conv_output_size(size: int, kernel: int, stride: int, padding: int) -> int:
     return (size + 2 * padding - kernel) // stride + 1
 
 
-def _dft(grid: int, taps: int, stride: int, *, half: bool, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """exp(-2 pi i (w + j grid/s) a / grid) for reduced frequencies w, aliases j < s and taps a: (W, s, taps)."""
-    reduced = grid // stride
-    base = torch.arange(reduced // 2 + 1 if half else reduced, device=device, dtype=torch.float64)
-    frequencies = base[:, None] + reduced * torch.arange(stride, device=device, dtype=torch.float64)[None, :]
-    angles = (-2.0 * math.pi / grid) * frequencies[..., None] * torch.arange(taps, device=device, dtype=torch.float64)
-    return torch.polar(torch.ones_like(angles), angles).to(dtype)
+def symbol_phases(grid: Sequence[int], taps: Sequence[int], stride: Sequence[int], *, device: torch.device | None = None) -> torch.Tensor:
+    """The phases of the strided symbol's entries: a (frequencies, aliases, taps) float64 tensor.
+
+    Entry [f, j, a] is -2 pi sum_d (w_d + j_d N_d / s_d) a_d / N_d for the reduced frequency w (f in
+    row-major order over the dimensions, half of the last one), alias j and tap a (both row-major),
+    so that the symbol block of frequency f is sum_a K[:, :, a] exp(i phase[f, j, a]) over aliases j.
+    """
+    spatial = len(grid)
+    angles = torch.zeros((), dtype=torch.float64, device=device)
+    for axis, (n, k, s) in enumerate(zip(grid, taps, stride)):
+        reduced = n // s
+        base = torch.arange(reduced // 2 + 1 if axis == spatial - 1 else reduced, device=device, dtype=torch.float64)
+        frequencies = base[:, None] + reduced * torch.arange(s, device=device, dtype=torch.float64)[None, :]
+        axis_angles = (-2.0 * math.pi / n) * frequencies[..., None] * torch.arange(k, device=device, dtype=torch.float64)
+        angles = angles[..., None, None, None] + axis_angles  # appends this dimension's (W, s, taps)
+    # (W_1, s_1, a_1[, W_2, s_2, a_2]) -> (W_1[, W_2], s_1[, s_2], a_1[, a_2])
+    order = [3 * axis + part for part in range(3) for axis in range(spatial)]
+    angles = angles.permute(*order)
+    return angles.reshape(math.prod(angles.shape[:spatial]), math.prod(stride), math.prod(taps))
+
+
+def _check_grid(kernel: torch.Tensor, grid: Sequence[int], stride: int | Sequence[int]) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    spatial = _dims(kernel)
+    sizes, strides = _per_dim(tuple(grid), spatial, "grid"), _per_dim(stride, spatial, "stride")
+    if any(n < 1 or s < 1 or n % s for n, s in zip(sizes, strides)):
+        raise ValueError(f"the grid {sizes} must be positive and divisible by the stride {strides}")
+    return sizes, strides
 
 
 def conv_symbol(kernel: torch.Tensor, grid: Sequence[int], stride: int | Sequence[int] = 1) -> torch.Tensor:
@@ -57,20 +77,12 @@ def conv_symbol(kernel: torch.Tensor, grid: Sequence[int], stride: int | Sequenc
     real kernel (the others are complex conjugates). Differentiable in the kernel; kernels wider than
     the grid wrap around, as the circular convolution does.
     """
-    spatial = _dims(kernel)
-    grid, strides = _per_dim(tuple(grid), spatial, "grid"), _per_dim(stride, spatial, "stride")
-    if any(n < 1 or s < 1 or n % s for n, s in zip(grid, strides)):
-        raise ValueError(f"the grid {grid} must be positive and divisible by the stride {strides}")
+    grid, strides = _check_grid(kernel, grid, stride)
     complex_dtype = torch.complex128 if kernel.dtype == torch.float64 else torch.complex64
-    symbol = kernel.to(complex_dtype)
-    for axis, (n, s) in enumerate(zip(grid, strides)):
-        dft = _dft(n, kernel.shape[2 + axis], s, half=axis == spatial - 1, dtype=complex_dtype, device=kernel.device)
-        symbol = torch.tensordot(symbol, dft, dims=([2], [2]))  # the tap axis is consumed, (W, s) appended
-    # (out, in, W_1, s_1[, W_2, s_2]) -> (W_1[, W_2], out, in, s_1[, s_2])
-    frequency_axes = [2 + 2 * axis for axis in range(spatial)]
-    alias_axes = [3 + 2 * axis for axis in range(spatial)]
-    symbol = symbol.permute(*frequency_axes, 0, 1, *alias_axes)
+    angles = symbol_phases(grid, kernel.shape[2:], strides, device=kernel.device)
+    phases = torch.polar(torch.ones_like(angles), angles).to(complex_dtype)
     out, inp = kernel.shape[:2]
+    symbol = torch.einsum("fjt,oit->foij", phases, kernel.reshape(out, inp, -1).to(complex_dtype))
     aliases = math.prod(strides)
     symbol = symbol.reshape(-1, out, inp * aliases)
     return symbol / math.sqrt(aliases) if aliases > 1 else symbol
@@ -221,36 +233,44 @@ def aol_scale(kernel: torch.Tensor) -> torch.Tensor:
     return torch.where(rows > 0, rows.clamp(min=torch.finfo(rows.dtype).tiny).rsqrt(), torch.zeros_like(rows))
 
 
+def _hermitian_product(real: torch.Tensor, imaginary: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(A - iB)^T (A + iB) = A^T A + B^T B + i (A^T B - (A^T B)^T) in three real batched products.
+
+    Batched complex products run matrix by matrix on CPU; real ones are batched.
+    """
+    cross = real.mT @ imaginary
+    return real.mT @ real + imaginary.mT @ imaginary, cross - cross.mT
+
+
 def conv_gram_bound(kernel: torch.Tensor, iterations: int = 4) -> torch.Tensor:
     """Gram iteration on the kernel (after Delattre et al., ICML 2023): a bound on sup_theta sigma_max(K(theta)).
 
-    G_0 = K, G_{t+1} = G_t^H G_t on the symbol (rescaled by the Frobenius norm with the log-scale kept).
-    G_t is the Hermitian kernel of (K^H K)^(2^(t-1)), whose spectral radius at every theta is at most
-    its largest row abs-sum over channels and taps: sigma_max(K(theta))^(2^t) <= max_i sum_j,b |G_t[i, j, b]|.
-    That supremum bounds the circular convolution on every grid, hence zero padding on every input size
-    and every stride. The products run frequency by frequency on a DFT grid as large as G_t's support,
-    2^t (k - 1) + 1 taps, so the spatial kernel is recovered exactly. Differentiable; uses the smaller
-    channel side.
+    G_0 = K, G_{t+1} = G_t^H G_t on the symbol (rescaled with the log-scale kept, so nothing
+    overflows). G_t is the Hermitian kernel of (K^H K)^(2^(t-1)), whose spectral radius at every theta
+    is at most its largest row abs-sum over channels and taps: sigma_max(K(theta))^(2^t) <= max_i sum_j,b
+    |G_t[i, j, b]|. That supremum bounds the circular convolution on every grid, hence zero padding on
+    every input size and every stride. The products run frequency by frequency on a DFT grid as large
+    as G_t's support, 2^t (k - 1) + 1 taps, so the spatial kernel is recovered exactly; half of the last
+    dimension's frequencies suffice (the symbol of a real kernel is Hermitian in theta). Differentiable;
+    uses the smaller channel side; computed in the kernel's precision.
     """
     if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
         raise ValueError(f"iterations must be a positive integer, got {iterations!r}")
     spatial = _dims(kernel)
-    axes = tuple(range(2, 2 + spatial))
+    axes = tuple(range(spatial))
     grid = [2**iterations * (k - 1) + 1 for k in kernel.shape[2:]]
-    symbol = torch.fft.fftn(kernel, s=grid, dim=axes).permute(*axes, 0, 1).reshape(-1, *kernel.shape[:2])
-    symbol = symbol if kernel.shape[0] >= kernel.shape[1] else symbol.mH
-    # the real form [[A, -B], [B, A]] of A + iB turns complex products (slow batched on CPU) into real ones
-    gram = torch.cat([torch.cat([symbol.real, -symbol.imag], -1), torch.cat([symbol.imag, symbol.real], -1)], -2)
-    scale = math.sqrt(2.0 * math.prod(grid))  # Parseval, and the real form doubles the squared Frobenius norm
+    oriented = kernel if kernel.shape[0] >= kernel.shape[1] else kernel.transpose(0, 1)
+    # taps first, channels last: the transforms run over the leading axes, the products over the trailing ones
+    spectrum = torch.fft.rfftn(oriented.permute(*range(2, 2 + spatial), 0, 1), s=grid, dim=axes)
+    frequencies = spectrum.shape[:spatial]
+    real, imaginary = torch.view_as_real(spectrum.reshape(-1, *oriented.shape[:2])).movedim(-1, 0).contiguous()
     log_scale = kernel.new_zeros(())
     for _ in range(iterations):
-        frobenius = (torch.linalg.vector_norm(gram) / scale).clamp(min=torch.finfo(kernel.dtype).tiny)
-        gram = gram / frobenius
-        log_scale = 2.0 * (log_scale + torch.log(frobenius))
-        gram = gram.mT @ gram
-    half = gram.shape[-1] // 2
-    gram = torch.complex(gram[..., :half, :half], gram[..., half:, :half])
-    taps = gram.reshape(*grid, half, half).permute(spatial, spatial + 1, *range(spatial))
-    taps = torch.fft.ifftn(taps, dim=axes).real
-    row_sums = taps.abs().flatten(1).sum(dim=1).max()
+        scale = torch.sqrt(real.square().sum() + imaginary.square().sum()).clamp(min=torch.finfo(kernel.dtype).tiny)
+        real, imaginary = real / scale, imaginary / scale
+        log_scale = 2.0 * (log_scale + torch.log(scale))
+        real, imaginary = _hermitian_product(real, imaginary)
+    gram = torch.complex(real, imaginary).reshape(*frequencies, *real.shape[-2:])
+    taps = torch.fft.irfftn(gram, s=grid, dim=axes)
+    row_sums = taps.abs().sum(dim=(*axes, spatial + 1)).max()
     return torch.exp((log_scale + torch.log(row_sums)) / 2.0**iterations)

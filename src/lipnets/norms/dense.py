@@ -72,6 +72,16 @@ def gram_spectral_bound(weight: torch.Tensor, iterations: int = 6) -> torch.Tens
     G_0 = W, G_{t+1} = G_t^T G_t, each rescaled by its Frobenius norm with the log-scale kept, so that
     sigma_max(W) <= ||G_t||_F^(1/2^t) never underestimates and never overflows.
     """
+    return gram_spectral_bound_and_vector(weight, iterations)[0]
+
+
+def gram_spectral_bound_and_vector(weight: torch.Tensor, iterations: int = 6) -> tuple[torch.Tensor, torch.Tensor]:
+    """`gram_spectral_bound` and an estimate of the top singular vector on the smaller side of W.
+
+    G_t (t >= 1) is a multiple of (WᵀW)^(2^(t-1)) (or of (WWᵀ)^(2^(t-1)) for a wide W), so its column of
+    largest norm is dominated by the top singular directions: normalised, it is the right singular
+    vector v (the left one, u, for a wide W) that the power method would reach after 2^(t-1) steps.
+    """
     gram = weight
     log_scale = weight.new_zeros(())
     for _ in range(iterations):
@@ -79,7 +89,10 @@ def gram_spectral_bound(weight: torch.Tensor, iterations: int = 6) -> torch.Tens
         gram = gram / frobenius
         log_scale = 2.0 * (log_scale + torch.log(frobenius))
         gram = gram.mT @ gram if gram.shape[-2] >= gram.shape[-1] else gram @ gram.mT
-    return torch.exp((log_scale + torch.log(torch.linalg.matrix_norm(gram))) / 2.0**iterations)
+    bound = torch.exp((log_scale + torch.log(torch.linalg.matrix_norm(gram))) / 2.0**iterations)
+    norms = torch.linalg.vector_norm(gram, dim=-2)
+    column = gram.index_select(-1, norms.argmax().reshape(1)).squeeze(-1)
+    return bound, column / torch.linalg.vector_norm(column).clamp(min=torch.finfo(column.dtype).tiny)
 
 
 def cheap_spectral_bound(weight: torch.Tensor) -> torch.Tensor:

@@ -1,8 +1,8 @@
-"""The network an estimator trains: a Lipschitz or monotonic MLP wrapped in the input and target scaling."""
+"""The network an estimator trains: an average of Lipschitz or monotonic MLPs in the input and target scaling."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -12,6 +12,88 @@ from ..bounds import BoundedModule, bound_of, feature_bounds, monotone_signs
 from ..layers import InputClip
 from ..models import LipschitzMLP, MonotonicMLP
 from ..validation import ArrayLike
+
+
+class AveragedNetwork(BoundedModule):
+    """x -> (1/K) sum_k f_k(x): an ensemble of networks sharing their input and output norms.
+
+    The mean of L_k-Lipschitz functions is (mean_k L_k)-Lipschitz (triangle inequality), per input
+    coordinate too, and the mean of functions monotone in the same directions is monotone in them: both
+    guarantees of the members hold for the average, with the mean of their bounds.
+    """
+
+    input_norm = "1"
+
+    def __init__(self, members: Sequence[nn.Module]) -> None:
+        super().__init__()
+        if not members:
+            raise ValueError("an ensemble needs at least one member network")
+        self.members = nn.ModuleList(members)
+        norms = {bound_of(member, name=f"member {index}").output_norm for index, member in enumerate(self.members)}
+        if len(norms) != 1:
+            raise ValueError(f"the member networks bound different output norms {sorted(map(str, norms))}: average networks of one kind")
+        self.output_norm = norms.pop()
+
+    def _bounds(self) -> list:
+        return [bound_of(member, name=f"member {index}") for index, member in enumerate(self.members)]
+
+    def lipschitz_bound(self, input_shape: tuple[int, ...] | None = None) -> float:
+        """The mean of the members' sound bounds."""
+        return float(np.mean([bound.value for bound in self._bounds()]))
+
+    def lipschitz_cap(self) -> float:
+        return float(np.mean([bound.cap for bound in self._bounds()]))
+
+    def feature_bounds(self, input_shape: tuple[int, ...] | None = None) -> torch.Tensor:
+        """The mean of the members' per-feature bounds."""
+        shape = input_shape if input_shape is not None else (self._in_features(),)
+        return torch.stack([feature_bounds(member, shape) for member in self.members]).mean(dim=0)
+
+    def _in_features(self) -> int:
+        first = next(module for module in self.members[0].modules() if isinstance(module, nn.Linear))
+        return int(first.in_features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        total = self.members[0](x)
+        for member in self.members[1:]:
+            total = total + member(x)
+        return total / len(self.members)
+
+
+class _Standardise(nn.Module):
+    """(x - mean_hi - mean_lo) * (1 / scale), with mean_hi = float32(mean): exact centring in float32 too.
+
+    A float32 copy of a mean in the thousands is off by up to ~1e-4, which a small scale turns into a
+    visible shift; subtracting the float32 part first (exact for x near the mean) and the small rest
+    after keeps the centring accurate in any precision the model is cast to.
+    """
+
+    mean_hi: torch.Tensor
+    mean_lo: torch.Tensor
+    inverse_scale: torch.Tensor
+
+    def __init__(self, mean: torch.Tensor, scale: torch.Tensor) -> None:
+        super().__init__()
+        high = mean.to(torch.float32).to(mean.dtype)
+        self.register_buffer("mean_hi", high)
+        self.register_buffer("mean_lo", mean - high)
+        self.register_buffer("inverse_scale", 1.0 / scale)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return ((x - self.mean_hi) - self.mean_lo) * self.inverse_scale
+
+
+class _Unscale(nn.Module):
+    target_mean: torch.Tensor
+    target_scale: torch.Tensor
+
+    def __init__(self, target_mean: torch.Tensor, target_scale: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("target_mean", target_mean)
+        self.register_buffer("target_scale", target_scale)
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        return y * self.target_scale + self.target_mean
 
 
 class ScaledNetwork(BoundedModule):
@@ -72,23 +154,31 @@ class ScaledNetwork(BoundedModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.network((x - self.mean) / self.scale) * self.target_scale + self.target_mean
 
+    def to_plain(self) -> nn.Module:
+        """Plain torch: the standardisation with its mean split for float32 export, the baked network, the output scaling."""
+        from ..export.plain import to_plain
 
-def build_network(architecture: Mapping) -> ScaledNetwork:
+        return nn.Sequential(_Standardise(self.mean, self.scale), to_plain(self.network), _Unscale(self.target_mean, self.target_scale))
+
+
+def build_network(architecture: Mapping, dtype: torch.dtype = torch.float64) -> ScaledNetwork:
     """The untrained ScaledNetwork that `architecture` (an estimator's `architecture_`) describes.
 
-    Used by fit, by unpickling and by `lipnets.persistence` to rebuild a model before loading weights.
+    `architecture["members"]` networks (default 1) are averaged. Used by fit, by unpickling and by
+    `lipnets.sklearn.persistence` to rebuild a model before loading weights.
     """
     inputs, outputs = int(architecture["in_features"]), int(architecture["out_features"])
     hidden, lipschitz = tuple(architecture["hidden"]), float(architecture["lipschitz"])
     monotone = np.asarray(architecture["monotone"], dtype=np.int64)
     clip = architecture.get("input_clip")  # private models: clamped inputs, projected layers
     mode = "reparam" if clip is None else "project"
-    network: nn.Module
-    if monotone.any():
-        spec = monotone if monotone.ndim == 2 else monotone.tolist()
-        network = MonotonicMLP(inputs, torch.as_tensor(spec), hidden, lipschitz=lipschitz, out_features=outputs, mode=mode)
-    else:
-        network = LipschitzMLP(inputs, outputs, hidden, lipschitz=lipschitz, input_norm="1", mode=mode)
-    if clip is not None:
-        network = nn.Sequential(InputClip(float(clip), mode="clamp"), network)
-    return ScaledNetwork(network.double(), inputs, outputs)
+    members: list[nn.Module] = []
+    for _ in range(int(architecture.get("members", 1))):
+        member: nn.Module
+        if monotone.any():
+            spec = monotone if monotone.ndim == 2 else monotone.tolist()
+            member = MonotonicMLP(inputs, torch.as_tensor(spec), hidden, lipschitz=lipschitz, out_features=outputs, mode=mode)
+        else:
+            member = LipschitzMLP(inputs, outputs, hidden, lipschitz=lipschitz, input_norm="1", mode=mode)
+        members.append(member if clip is None else nn.Sequential(InputClip(float(clip), mode="clamp"), member))
+    return ScaledNetwork(AveragedNetwork(members).to(dtype), inputs, outputs)
