@@ -18,6 +18,7 @@ epsilon 1% of the mean cost), each with its wall-clock. Targets (issue 15): crit
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/wasserstein.py                 # exact-size table, about 15 minutes (contended)
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/wasserstein.py --large         # the large-sample table, about 20 minutes
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/wasserstein.py --cases "heavy tails" curved --dims 8   # some rows
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/wasserstein.py --quick         # a smoke run
 """
 
@@ -136,7 +137,8 @@ def interval_columns(x: np.ndarray, y: np.ndarray, exact: float | None, args: ar
 
 def exact_rows(args: argparse.Namespace) -> list[dict]:
     rows = []
-    for name, draw in CASES.items():
+    for name in args.cases:
+        draw = CASES[name]
         for dim in args.dims:
             x, y = draw(args.n, dim, np.random.default_rng(args.seed))
             exact, emd_seconds = exact_w1(x, y)
@@ -177,6 +179,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=1000, help="points per distribution in the exact-size table (default 1000)")
     parser.add_argument("--dims", type=int, nargs="+", default=[2, 8, 32])
+    parser.add_argument(
+        "--cases", nargs="+", choices=list(CASES), default=list(CASES), help="distribution pairs of the exact-size table (default: all)"
+    )
     parser.add_argument("--large", action="store_true", help="run the large-sample table instead")
     parser.add_argument("--large-n", type=int, nargs="+", default=[5000, 100_000, 1_000_000])
     parser.add_argument("--large-dims", type=int, nargs="+", default=[2, 8])

@@ -332,7 +332,7 @@ class Stats:
             f"seed {self.seed}: {self.configurations} configurations, {sum(self.checks.values())} checks, {self.refused} refused as infeasible",
             f"worst exact/bound over captured layer weights: {self.worst_layer_ratio!r}",
             f"worst exact/bound over model Jacobians at random points: {self.worst_jacobian_ratio!r}",
-            f"worst bound/cap: {self.worst_cap_ratio!r}",
+            f"worst exact/cap over layer weights in their stored precision: {self.worst_cap_ratio!r}",
             "checks: " + ", ".join(f"{k} {v}" for k, v in sorted(self.checks.items())),
             "covered: " + ", ".join(f"{k} {v}" for k, v in sorted(self.covered.items())),
             "worst exact/bound per layer type:",

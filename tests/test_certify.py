@@ -69,10 +69,12 @@ def test_generic_multiclass_factor_follows_the_output_norm() -> None:
         layer = lipnets.LipschitzLinear(3, 3, bias=False, norm=layer_norm, mode="project").double()
         with torch.no_grad():
             layer.weight.copy_(torch.eye(3, dtype=torch.float64))
-        layer.project_()  # the constraint sits a rounding margin (float32's, under 1e-6 here) below 1
+        layer.project_()  # c I with c <= 1: a rounding margin below 1, or the Gram bound's slack for "2"
+        scale = float(layer.effective_weight()[0, 0])
         bound = lipnets.lipschitz_bound(layer)
-        assert 1.0 - 1e-6 < bound <= 1.0
-        assert torch.allclose(certified_radius(layer, x), gap / factor, rtol=1e-12)  # logits and bound scale alike
+        assert 0.99 < scale <= bound <= 1.0 and torch.equal(layer.effective_weight(), scale * torch.eye(3, dtype=torch.float64))
+        # logits c x: the margin scales by c, the bound is c's (to rounding): the radius is gap / factor
+        torch.testing.assert_close(certified_radius(layer, x), scale * gap / (factor * bound), rtol=1e-12, atol=0.0)
 
 
 def test_certified_accuracy_counts_correct_points_above_eps() -> None:

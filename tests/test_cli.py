@@ -281,6 +281,11 @@ def test_a_real_csv_through_the_three_commands(tmp_path, capsys):
     moved = frame.assign(income=frame.income + 0.99 * radii["radius income"])
     assert np.array_equal(model.predict(moved.drop(columns=["ID", "status"])), radii.prediction.to_numpy())
 
+    code, out, err = _run(capsys, "certify", tmp_path / "model", tmp_path / "loans.csv", "--tolerances", "income=1000,debt=500")
+    assert code == 0 and "share predicted good under the tolerances: certified low" in err
+    code, _, err = _run(capsys, "certify", tmp_path / "model", tmp_path / "loans.csv", "--tolerances", "job=1")
+    assert code != 0 and "'job' is categorical" in err
+
     code, out, err = _run(capsys, "export", tmp_path / "model", "--onnx", tmp_path / "model.onnx")
     assert code == 0, err
     import onnx
@@ -308,3 +313,63 @@ def test_overwrite_replaces_a_model_folder_and_nothing_else(workspace, tmp_path,
     (tmp_path / "notes" / "keep.txt").write_text("mine")
     code, _, err = _run(capsys, "fit", workspace / "train.csv", "--target", "y", "--out", tmp_path / "notes", "--overwrite", *SMALL)
     assert code == 2 and "not a lipnets model folder" in err and (tmp_path / "notes" / "keep.txt").read_text() == "mine"
+
+
+def _shifted_shares(model, features: pd.DataFrame, tolerances: dict, select, draws: int = 40) -> tuple[list[float], np.ndarray]:
+    """Selected shares of the table under random shifts within the box and at its corners, and which rows ever changed."""
+    rng = np.random.default_rng(0)
+    nominal = select(features)
+    changed = np.zeros(len(features), dtype=bool)
+    shares = []
+    columns = list(tolerances)
+    corners = [np.array(signs) for signs in np.ndindex(*(2,) * len(columns))]
+    for index in range(draws + len(corners)):
+        signs = corners[index] * 2 - 1 if index < len(corners) else rng.uniform(-1, 1, (len(features), len(columns)))
+        moved = features.copy()
+        for position, column in enumerate(columns):
+            moved[column] = moved[column] + tolerances[column] * (signs[..., position] if np.ndim(signs) > 1 else signs[position])
+        selected = select(moved)
+        shares.append(float(selected.mean()))
+        changed |= selected != nominal
+    return shares, changed
+
+
+@pytest.mark.parametrize("kind", ["reg", "cls"])
+def test_certify_tolerances_give_a_band_that_holds_every_shifted_table(workspace, tmp_path, capsys, kind):
+    """Issues 12 and 14: per-column tolerances in the table's units, a per-row flag and the certified selected share."""
+    model = load_model(workspace / kind)
+    data = workspace / ("train.csv" if kind == "reg" else "train.parquet")
+    features = (pd.read_csv(data) if kind == "reg" else pd.read_parquet(data))[["a", "b", "c"]]
+    tolerances = {"a": 0.3, "b": 4.0, "c": 0.05}  # "cls" is free in a: its shift is bounded by the Lipschitz bound
+    threshold = ["--threshold", "-12"] if kind == "reg" else []
+    spec = ",".join(f"{name}={value}" for name, value in tolerances.items())
+    code, out, err = _run(capsys, "certify", workspace / kind, data, *threshold, "--tolerances", spec, "--out", tmp_path / "rows.csv")
+    assert code == 0, err
+    assert "under the tolerances: certified low" in out and "share of rows that can change" in out
+    band = model.systematic_band(features, tolerances, -12.0 if kind == "reg" else None)
+    rows = pd.read_csv(tmp_path / "rows.csv")
+    assert np.array_equal(rows["can change"].to_numpy(), band.flippable.numpy())
+
+    def select(frame: pd.DataFrame) -> np.ndarray:
+        return model.predict(frame) > -12 if kind == "reg" else model.predict(frame) == "pass"
+
+    shares, changed = _shifted_shares(model, features, tolerances, select)
+    assert band.low <= min(shares) and max(shares) <= band.high
+    assert band.low < band.nominal < band.high  # these tolerances do move some rows
+    assert not (changed & ~band.flippable.numpy()).any()  # a row that changed was flagged
+
+
+def test_certify_tolerances_refuse_bad_specifications(workspace, tmp_path, capsys):
+    for spec, message in (
+        ("a=-1", "column=shift pairs"),
+        ("a", "column=shift pairs"),
+        ("a=x", "column=shift pairs"),
+        ("nope=1", "columns the model does not have"),
+    ):
+        code, _, err = _run(capsys, "certify", workspace / "reg", workspace / "train.csv", "--threshold", "0", "--tolerances", spec)
+        assert code != 0 and message in err, (spec, err)
+    code, _, err = _run(capsys, "certify", workspace / "reg", workspace / "train.csv", "--tolerances", "a=1")
+    assert code != 0 and "--threshold" in err
+    model = load_model(workspace / "reg")
+    with pytest.raises(ValueError, match="one per column"):
+        model.systematic_band(pd.read_csv(workspace / "train.csv")[["a", "b", "c"]], [0.1, 0.1], 0.0)

@@ -93,7 +93,7 @@ def test_float64_estimator_and_half_precision_weights_compile_to_their_rounded_p
     rng = np.random.default_rng(0)
     x = rng.uniform(0, 1000, size=(300, 3))
     y = x[:, 0] / 100 - np.sin(x[:, 1] / 200)
-    estimator = MonotonicRegressor([1, 0, 0], hidden=(8, 8), epochs=3, random_state=0).fit(x, y)
+    estimator = MonotonicRegressor([1, 0, 0], hidden=(8, 8), max_iter=3, n_estimators=1, random_state=0).fit(x, y)
     half = to_low_precision(estimator.model_, torch.float16, check_input=torch.tensor(x[:64]))
     for source, name in ((estimator.model_, "estimator_f32"), (half, "estimator_f16")):
         export = to_cpp(source, tmp_path / f"{name}.h", name=name)

@@ -83,6 +83,18 @@ class Concatenated(nn.Module):
         return torch.cat([self.layer(x), x], dim=1).flatten(1)
 
 
+class Rejoined(nn.Module):
+    """The halves of a layer's output, concatenated again and summed with a dropped-out copy."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer = LipschitzLinear(5, 6, norm="orthogonal")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        hidden = self.layer(x)
+        return torch.cat(hidden.chunk(2, 1), dim=1) + nn.functional.dropout(hidden, 1.0)  # dropout(p=1): zero
+
+
 @pytest.mark.parametrize(
     "build, expected",
     [
@@ -99,6 +111,15 @@ def test_user_modules_are_bounded_from_what_they_compute(build, expected: float)
     exact = matrix_norm(impulse_jacobian(to_plain(model).double(), (5,)), "2", "2")
     assert exact <= bound <= expected * (1 + 1e-12)
     assert bound > 1.05
+
+
+def test_split_pieces_and_zero_terms_are_bounded() -> None:
+    """torch.cat of a chunk tuple is bounded (each piece by the whole, so sqrt 2 for two halves in l2), and
+    a term that is identically zero (dropout with p=1 in training) adds nothing; both used to crash."""
+    model = Rejoined()
+    bound = lipnets.lipschitz_bound(model)
+    exact = matrix_norm(impulse_jacobian(to_plain(model).double(), (5,)), "2", "2")
+    assert exact <= bound <= math.sqrt(2.0) * (1 + 1e-12)
 
 
 def test_norm_tracking_of_branches_in_different_norms() -> None:
@@ -164,6 +185,23 @@ class Overwritten(Exponential):
         return out + hidden
 
 
+class WithSortIndices(Exponential):
+    """[f(x), argsort f(x)]: the indices jump with the input, so no finite bound holds."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.layer(x), self.layer(x).sort(1).indices], dim=1)
+
+
+class MaxIndices(Exponential):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layer(x).max(1)[1]
+
+
+class TupleArithmetic(Exponential):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat(self.layer(x).chunk(2, 1) * 2, dim=1)
+
+
 class PlainLinear(nn.Module):
     def __init__(self) -> None:
         super().__init__()
@@ -182,6 +220,9 @@ class PlainLinear(nn.Module):
         (Repeated(), r"node 'add'.*broadcasting repeats"),
         (BatchMixing(), r"node 'mean'.*batch"),
         (Overwritten(), r"node 'mul_'.*in-place"),
+        (WithSortIndices(), r"node 'cat'.*indices of a sort or max"),
+        (MaxIndices(), r"node 'output'.*indices of a sort or max"),
+        (TupleArithmetic(), r"node 'mul'.*tuple of tensors"),
         (PlainLinear(), r"'inner' \(Linear\) has no tracked Lipschitz norm"),
     ],
 )

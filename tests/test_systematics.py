@@ -87,7 +87,7 @@ def test_band_in_table_units_per_row_tolerances_and_weights() -> None:
     age = rng.uniform(20, 70, 500)
     x = np.stack([income, age], axis=1)
     y = (income / 1e4 + np.sin(age / 5) + rng.normal(0, 1, 500) > 5).astype(int)
-    classifier = MonotonicClassifier([1, 0], hidden=(8, 8), epochs=5, random_state=0).fit(x, y)
+    classifier = MonotonicClassifier([1, 0], hidden=(8, 8), max_iter=5, n_estimators=1, random_state=0).fit(x, y)
     model = classifier.model_
     threshold = 0.0
     absolute = lipnets.systematic_band(model, x, [1000.0, 2.0], threshold)

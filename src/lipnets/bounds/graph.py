@@ -13,8 +13,8 @@ the model's input to it, composed by these rules:
   repeated); sums over n entries: 1, sqrt(n) or n in l1, l2, l_inf;
 - elementwise functions with a known constant (relu 1, sigmoid 1/4, leaky_relu max(1, |slope|), ...).
 
-Anything else is refused with the node named: an unknown operation, a product of two input-dependent
-tensors, broadcasting that repeats an input-dependent entry, an operation across the batch dimension,
+Anything else is refused with the node named: an unknown operation, the indices of a sort or max (they
+jump with the input), a tuple of tensors used as one, a product of two input-dependent tensors, broadcasting that repeats an input-dependent entry, an operation across the batch dimension,
 an in-place update of a tensor that is read again, data-dependent control flow (torch.fx cannot trace it).
 The graph runs once on a zero batch, with gradients off, to learn every intermediate shape.
 """
@@ -37,6 +37,11 @@ LeafBound = Callable[[nn.Module, "tuple[int, ...] | None", str], Bound]
 
 CONSTANT = "constant"
 """The abstract value of a node that does not depend on the input."""
+INDICES = "indices"
+"""The abstract value of the indices of a sort or max: piecewise constant, they jump with the input, so
+nothing that reads them has a Lipschitz bound."""
+_TAKES_TUPLES = ("getitem", "getattr", "cat", "stack")
+"""The operations that may read a tuple of values (the result of split, chunk, unbind, sort or max)."""
 
 _BATCH = 2
 """The batch size of the shape run: any size but 1, so that an operation across the batch shows."""
@@ -242,6 +247,8 @@ class _GraphBound(fx.Interpreter):
             return result
         if result == CONSTANT:
             return Bound(0.0, None, None, 0.0)
+        if result == INDICES:
+            self._refuse(output, "the forward returns the indices of a sort or max, which jump with the input")
         self._refuse(output, "the forward returns several values; lipnets bounds a module with one tensor output")
         raise AssertionError  # unreachable: _refuse raises
 
@@ -308,6 +315,12 @@ class _GraphBound(fx.Interpreter):
             target = args[0]
             if isinstance(target, fx.Node) and len(target.users) > 1:
                 self._refuse(node, "an in-place update overwrites a tensor that is read again; write y = f(x) instead")
+        if op not in _TAKES_TUPLES:
+            for arg in _walk((args, kwargs)):
+                if self._dependent(arg) and self.abstract[arg] == INDICES:
+                    self._refuse(node, "it reads the indices of a sort or max, which jump with the input")
+                if self._dependent(arg) and not isinstance(self.abstract[arg], (Bound, str)):
+                    self._refuse(node, "it takes a tuple of tensors (from split, chunk, unbind, sort or max) as one; index it first")
         if op in _DIM_ZERO_IS_BATCH:
             self._check_dims(node, op)
         return getattr(self, f"_rule_{op}")(node, args, kwargs, result)
@@ -327,7 +340,8 @@ class _GraphBound(fx.Interpreter):
         if dims is None:
             self._refuse(node, "without a dim it acts on every dimension, the batch included: name the dims")
         source = next(arg for arg in _walk(node.args) if self._dependent(arg))
-        ndim = self._tensor(source).dim() + (1 if op == "stack" else 0)
+        first = next(item for item in _walk(self.env[source]) if isinstance(item, torch.Tensor))  # a tuple's first tensor
+        ndim = first.dim() + (1 if op == "stack" else 0)
         for dim in dims if isinstance(dims, (tuple, list)) else (dims,):
             if int(dim) % ndim == 0:
                 self._refuse(node, "it acts across the batch dimension (dim 0), so samples would mix")
@@ -369,7 +383,7 @@ class _GraphBound(fx.Interpreter):
         output = cast(torch.Tensor, result)
         bounds = []
         for arg in args:
-            if self._dependent(arg):
+            if self._dependent(arg) and self.abstract[arg] != CONSTANT:  # a constant term changes nothing
                 if self._tensor(arg)[0].numel() != output[0].numel():
                     self._refuse(node, "broadcasting repeats entries of an input-dependent tensor, which multiplies its norm")
                 bounds.append(self.abstract[arg])
@@ -378,9 +392,9 @@ class _GraphBound(fx.Interpreter):
     def _rule_add(self, node: fx.Node, args: tuple, kwargs: dict, result: Any) -> Any:
         bounds = self._operands(node, args[:2], result)
         alpha = kwargs.get("alpha", 1)
-        if alpha != 1 and self._dependent(args[1]):
+        if alpha != 1 and self._dependent(args[1]) and self.abstract[args[1]] != CONSTANT:
             bounds[-1] = scaled(bounds[-1], abs(float(alpha)))
-        return total(bounds)
+        return total(bounds) if bounds else CONSTANT
 
     _rule_sub = _rule_add
 
@@ -389,19 +403,21 @@ class _GraphBound(fx.Interpreter):
 
     def _rule_pairwise(self, node: fx.Node, args: tuple, kwargs: dict, result: Any) -> Any:
         # |max(a, b) - max(a', b')| <= max(|a - a'|, |b - b'|) <= |a - a'| + |b - b'| entrywise
-        return total(self._operands(node, args[:2], result))
+        bounds = self._operands(node, args[:2], result)
+        return total(bounds) if bounds else CONSTANT
 
     def _rule_extreme(self, node: fx.Node, args: tuple, kwargs: dict, result: Any) -> Any:
         other = kwargs.get("other", args[1] if len(args) > 1 else None)
         if isinstance(other, fx.Node) and isinstance(self.env[other], torch.Tensor):
             return self._rule_pairwise(node, (args[0], other), kwargs, result)
         # a max over a dimension: |max a - max a'| <= max |a - a'|, so 1 in every l_p norm; indices are constant
-        return (self.abstract[args[0]], CONSTANT) if isinstance(result, tuple) else self.abstract[args[0]]
+        return (self.abstract[args[0]], INDICES) if isinstance(result, tuple) else self.abstract[args[0]]
 
     def _rule_where(self, node: fx.Node, args: tuple, kwargs: dict, result: Any) -> Any:
         if self._dependent(args[0]):
             self._refuse(node, "a selection whose mask depends on the input is not Lipschitz in general")
-        return total(self._operands(node, args[1:3], result))
+        bounds = self._operands(node, args[1:3], result)
+        return total(bounds) if bounds else CONSTANT
 
     def _factor(self, node: fx.Node, argument: Any, invert: bool) -> float:
         value = self._tensor(argument) if isinstance(argument, fx.Node) else argument
@@ -419,14 +435,14 @@ class _GraphBound(fx.Interpreter):
         if self._dependent(first) and self._dependent(second):
             self._refuse(node, "a product of two input-dependent tensors is not Lipschitz in general")
         dependent, constant = (first, second) if self._dependent(first) else (second, first)
-        (bound,) = self._operands(node, (dependent,), result)
-        return scaled(bound, self._factor(node, constant, invert=False))
+        bounds = self._operands(node, (dependent,), result)
+        return scaled(bounds[0], self._factor(node, constant, invert=False)) if bounds else CONSTANT
 
     def _rule_div(self, node: fx.Node, args: tuple, kwargs: dict, result: Any) -> Any:
         if self._dependent(args[1]) or kwargs.get("rounding_mode") is not None:
             self._refuse(node, "a division by an input-dependent tensor, or a rounding division, is not Lipschitz")
-        (bound,) = self._operands(node, args[:1], result)
-        return scaled(bound, self._factor(node, args[1], invert=True))
+        bounds = self._operands(node, args[:1], result)
+        return scaled(bounds[0], self._factor(node, args[1], invert=True)) if bounds else CONSTANT
 
     def _rule_reshape(self, node: fx.Node, args: tuple, kwargs: dict, result: Any) -> Any:
         # row-major with the batch outermost: each sample keeps its own block of entries
@@ -455,8 +471,8 @@ class _GraphBound(fx.Interpreter):
 
     def _rule_getitem(self, node: fx.Node, args: tuple, kwargs: dict, result: Any) -> Any:
         container = self.abstract[args[0]]
-        if not isinstance(container, Bound):  # an item of a tuple of values (split, sort, max)
-            return container[args[1]] if isinstance(container, (tuple, list)) else CONSTANT
+        if not isinstance(container, Bound):  # an item of a tuple of values (split, sort, max), or of indices
+            return container[args[1]] if isinstance(container, (tuple, list)) else container
         index = args[1] if isinstance(args[1], tuple) else (args[1],)
         for position, item in enumerate(index):
             if isinstance(item, fx.Node) or not (item is None or item is Ellipsis or isinstance(item, (int, slice))):
@@ -475,8 +491,8 @@ class _GraphBound(fx.Interpreter):
         return tuple(self.abstract[args[0]] for _ in result)
 
     def _rule_sort(self, node: fx.Node, args: tuple, kwargs: dict, result: Any) -> Any:
-        # sorting is a contraction in every l_p norm; the indices are piecewise constant
-        return (self.abstract[args[0]], CONSTANT)
+        # sorting is a contraction in every l_p norm; the indices jump with the input
+        return (self.abstract[args[0]], INDICES)
 
     def _rule_reduce(self, node: fx.Node, args: tuple, kwargs: dict, result: Any) -> Any:
         bound = self.abstract[args[0]]
@@ -488,11 +504,16 @@ class _GraphBound(fx.Interpreter):
         return scaled(bound, factor)
 
     def _concatenated(self, node: fx.Node, args: tuple, result: Any) -> Any:
-        parts = [self.abstract[part] if isinstance(part, fx.Node) else CONSTANT for part in args[0]]
+        given = self.abstract[args[0]] if isinstance(args[0], fx.Node) else args[0]  # a list, or a tuple-valued node
+        if not isinstance(given, (tuple, list)):
+            self._refuse(node, "it takes a sequence of tensors")
+        parts = [self.abstract[part] if isinstance(part, fx.Node) else part for part in given]
+        if INDICES in parts:
+            self._refuse(node, "one of the parts holds the indices of a sort or max, which jump with the input")
         bounds = [part for part in parts if isinstance(part, Bound)]
         if len(bounds) != sum(1 for part in parts if part != CONSTANT):
             self._refuse(node, "one of the parts is not a single tensor")
-        return stacked(bounds)
+        return stacked(bounds) if bounds else CONSTANT
 
     def _rule_cat(self, node: fx.Node, args: tuple, kwargs: dict, result: Any) -> Any:
         return self._concatenated(node, args, result)

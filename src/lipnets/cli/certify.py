@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from .common import chunks, feature_lines, model_inputs, positive_numbers, write
+from .common import chunks, feature_lines, model_inputs, names, positive_numbers, write
 
 
 def add_parser(commands: Any) -> None:
@@ -22,6 +22,13 @@ def add_parser(commands: Any) -> None:
     certify.add_argument("data", help="table (.csv or .parquet); with the target column, certified accuracy is reported")
     certify.add_argument("--threshold", type=float, help="decision threshold for a regression model (required for regressors)")
     certify.add_argument("--eps", default="", help="comma-separated radii > 0 for the summary's shares and certified accuracy")
+    certify.add_argument(
+        "--tolerances",
+        default="",
+        help="calibration tolerances per column in its own units, e.g. income=1000,age=2: adds per row 'can change' (some "
+        "shifts within them can change the decision) and to the summary the certified interval of the selected share "
+        "(regressors: prediction above --threshold; binary classifiers: the positive class)",
+    )
     certify.add_argument("--out", help="write the per-row radii to this file (the summary then goes to stdout)")
     certify.set_defaults(handler=run)
 
@@ -35,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
     from ..io.report import format_table
 
     eps = positive_numbers(args.eps, "--eps")
+    tolerances = tolerances_of(args.tolerances)
     if args.threshold is not None and not math.isfinite(args.threshold):
         raise ValueError(f"--threshold must be a finite number, got {args.threshold}")
     estimator, config, table, features = model_inputs(args.model, args.data)
@@ -72,9 +80,39 @@ def run(args: argparse.Namespace) -> int:
         summary[f"share radius > {value:g}"] = float((radius > value).mean())
         if correct is not None:
             summary[f"certified accuracy at {value:g}"] = float(((radius > value) & correct).mean())
+    if tolerances:
+        band = estimator.systematic_band(features, tolerances, args.threshold)
+        rows["can change"] = band.flippable.numpy()
+        selected = f"share predicted {estimator.classes_[1]}" if classifier else f"share above {args.threshold:g}"
+        summary[f"{selected} (nominal)"] = band.nominal
+        summary[f"{selected} under the tolerances: certified low"] = band.low
+        summary[f"{selected} under the tolerances: certified high"] = band.high
+        summary["share of rows that can change"] = float(band.flippable.double().mean())
     write(rows, args.out)
     text = format_table([{"quantity": key, "value": value} for key, value in summary.items()], title="lipnets certify")
     stream = sys.stdout if args.out else sys.stderr
     print(text + "\n", file=stream)
     print(feature_lines(config["feature_lipschitz"]), file=stream)
     return 0
+
+
+def tolerances_of(text: str) -> dict[str, float]:
+    """`column=shift,...` as a dict; a clear error naming every entry that is not a column and a number >= 0."""
+    import math
+
+    result, bad = {}, []
+    for item in names(text):
+        column, separator, value = item.rpartition("=")
+        try:
+            number = float(value)
+        except ValueError:
+            number = math.nan
+        if separator and column and math.isfinite(number) and number >= 0:
+            result[column] = number
+        else:
+            bad.append(item)
+    if bad:
+        raise ValueError(
+            f"--tolerances takes column=shift pairs with shifts >= 0 (for example --tolerances income=1000,age=2), got {', '.join(map(repr, bad))}"
+        )
+    return result

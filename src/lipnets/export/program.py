@@ -443,9 +443,12 @@ def _rounding_error(
 
 
 class _Tracer(torch.fx.Tracer):
-    """Keeps torch's and the library's layers and activations whole, so each becomes one step."""
+    """Keeps torch's and the library's layers and activations whole, so each becomes one step; follows the
+    forward of wrappers that set `export_traces_forward` (the estimators' scaling and ensembles)."""
 
     def is_leaf_module(self, module: nn.Module, qualified_name: str) -> bool:
+        if getattr(module, "export_traces_forward", False):  # a wrapper whose forward the program follows
+            return False
         if callable(getattr(module, "to_plain", None)) or isinstance(module, _LEAVES):
             return True
         return super().is_leaf_module(module, qualified_name)

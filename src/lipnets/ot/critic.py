@@ -76,6 +76,20 @@ def dual_objective(critic: nn.Module, x: torch.Tensor, y: torch.Tensor, weights_
     return weights_x @ scores[: len(x)] - weights_y @ scores[len(x) :]
 
 
+def semidual_objective(
+    critic: nn.Module, y: torch.Tensor, weights_x: torch.Tensor, weights_y: torch.Tensor, distances: torch.Tensor
+) -> torch.Tensor:
+    """sum_i a_i min_j (f(y_j) + d_ij) - sum_j b_j f(y_j): the semi-dual of the discrete problem (differentiable).
+
+    The value of the c-transform pair built from f on the y_j (Genevay, Cuturi, Peyré and Bach,
+    "Stochastic optimization for large-scale optimal transport", NeurIPS 2016, the semi-dual (S)):
+    maximising it trains the critic for the value that the c-transform refinement certifies.
+    `distances` is the n x m matrix d(x_i, y_j).
+    """
+    scores = scores_of(critic, y)
+    return weights_x @ (scores[None, :] + distances).amin(dim=1) - weights_y @ scores
+
+
 class CriticTrainer:
     """Adam ascent on the dual objective: full batch, or minibatches drawn with the sample weights."""
 
@@ -96,10 +110,13 @@ class CriticTrainer:
         index = torch.multinomial(weights.detach().cpu(), size, replacement=True, generator=self.generator).to(samples.device)
         return samples[index], torch.full((size,), 1.0 / size, dtype=samples.dtype, device=samples.device)
 
-    def _step(self, x: torch.Tensor, y: torch.Tensor, weights_x: torch.Tensor, weights_y: torch.Tensor) -> torch.Tensor:
+    def _loss(self, x: torch.Tensor, y: torch.Tensor, weights_x: torch.Tensor, weights_y: torch.Tensor) -> torch.Tensor:
         bx, bwx = self._batch(x, weights_x, self.batch_size)
         by, bwy = self._batch(y, weights_y, self.batch_size)
-        loss = -dual_objective(self.critic, bx, by, bwx, bwy)
+        return -dual_objective(self.critic, bx, by, bwx, bwy)
+
+    def _step(self, x: torch.Tensor, y: torch.Tensor, weights_x: torch.Tensor, weights_y: torch.Tensor) -> torch.Tensor:
+        loss = self._loss(x, y, weights_x, weights_y)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
@@ -163,6 +180,23 @@ class CriticTrainer:
                     for group in self.optimizer.param_groups:
                         group["lr"] *= 0.1
         return step
+
+
+class SemiDualTrainer(CriticTrainer):
+    """Adam ascent on the semi-dual (`semidual_objective`), full batch over the precomputed n x m distances.
+
+    Heavy tails are where it matters: a few far points dominate the gradient of the dual objective, and
+    the network critic stops far from the optimum (41% below W1 with Student t samples in 8-D); on the
+    semi-dual each far x_i is paired with its best y_j exactly, and the network only has to be right
+    on the y_j (docs/reference/wasserstein.md).
+    """
+
+    def __init__(self, critic: nn.Module, lr: float, distances: torch.Tensor, seed: int) -> None:
+        super().__init__(critic, lr, None, seed)
+        self.distances = distances
+
+    def _loss(self, x: torch.Tensor, y: torch.Tensor, weights_x: torch.Tensor, weights_y: torch.Tensor) -> torch.Tensor:
+        return -semidual_objective(self.critic, y, weights_x, weights_y, self.distances)
 
 
 def rounding_slack(critic: nn.Module, bound: float, points: torch.Tensor, scores: torch.Tensor) -> float:

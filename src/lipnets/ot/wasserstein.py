@@ -24,9 +24,9 @@ from ..bounds import lipschitz_bound
 from ..norms import as_vector_norm
 from ..training.seeding import seeded
 from ..validation import ArrayLike, as_samples, as_weights, positive_int, require_extra, scores_of
-from .critic import CriticTrainer, certified_estimate, check_critic, dual_objective, make_critic
-from .ctransform import c_transform, c_transform_values
-from .plans import BLOCK_SIZE, PLANS, plan_upper_bound
+from .critic import CriticTrainer, SemiDualTrainer, certified_estimate, check_critic, dual_objective, make_critic
+from .ctransform import CHUNK, c_transform, c_transform_values
+from .plans import BLOCK_SIZE, PLANS, distance_matrix, plan_upper_bound
 
 REFINE_LIMIT = 25_000_000
 """Largest n * m refined by the c-transform with refine="auto" (5,000 points a side: seconds)."""
@@ -43,7 +43,7 @@ class Wasserstein1Result:
     (`upper_method`; inf when plan=None). critic_lower: the certified value of `critic`, a function
     that is 1-Lipschitz in the ground metric (the trained network, or its c-transform when refined);
     lower is the larger of critic_lower and, with an exact plan, the c-transform of the plan's duals.
-    steps: the critic's training steps.
+    steps: the critic's training steps (dual, then semi-dual when refined).
     """
 
     lower: float
@@ -133,10 +133,14 @@ def wasserstein1(
     rate drops, or `max_steps`. Its certified value is (E_P f - E_Q f) / max(1, L), with L the sound
     `lipschitz_bound` of its weights. refine="auto" (or True) then applies the exact c-transform on the
     samples when n * m <= 25e6 (or always): a feasible dual value at least as large, whose critic is
-    the `CTransformCritic` max_i u_i - d(z, x_i). Cost: one training step is one forward and backward of
-    the critic over the batch; the c-transform is two passes over the n x m distances. With an exact
-    plan, the lower end is the larger of this and the c-transform of the plan's duals, which closes the
-    interval up to rounding; `critic_lower` keeps the critic's own certified value.
+    the `CTransformCritic` max_i u_i - d(z, x_i). Before it (when n * m <= 25e6), the critic ascends
+    the semi-dual sum_i a_i min_j (f(y_j) + d_ij) - sum_j b_j f(y_j), the value the c-transform
+    certifies, full batch with the same stopping rule; `steps` counts both phases, each at most
+    `max_steps`. Cost: one training step is one forward and backward of the critic over the batch (a
+    semi-dual step adds a min over the n x m distances, kept in memory in the critic's dtype); the
+    c-transform is two passes over the n x m distances. With an exact plan, the lower end is the larger
+    of this and the c-transform of the plan's duals, which closes the interval up to rounding;
+    `critic_lower` keeps the critic's own certified value.
 
     Upper end. plan="auto": the exact optimal plan when n * m <= 4e6, else a block-diagonal plan of exact
     plans between matched blocks of about `block_size` points (the blocks follow the critic's values,
@@ -169,10 +173,16 @@ def wasserstein1(
     def cast(t: torch.Tensor) -> torch.Tensor:  # train in the critic's dtype and on its device
         return t.to(device=parameter.device, dtype=parameter.dtype)
 
-    steps = trainer.fit(cast(x), cast(y), cast(weights_x), cast(weights_y), max_steps=max_steps, tol=tol, patience=patience)
+    samples = (cast(x), cast(y), cast(weights_x), cast(weights_y))
+    steps = trainer.fit(*samples, max_steps=max_steps, tol=tol, patience=patience)
+    refining = refine is True or (refine == "auto" and len(x) * len(y) <= REFINE_LIMIT)
+    if refining and len(x) * len(y) <= REFINE_LIMIT:  # then ascend the value that the c-transform will certify
+        distances = torch.cat([cast(distance_matrix(chunk, y, norm)) for chunk in x.split(CHUNK)])
+        steps += SemiDualTrainer(critic, lr, distances, seed).fit(*samples, max_steps=max_steps, tol=tol, patience=patience)
+        del distances
     critic.eval()
     result_critic: nn.Module
-    if refine is True or (refine == "auto" and len(x) * len(y) <= REFINE_LIMIT):
+    if refining:
         critic_lower, result_critic = c_transform(critic, x, y, weights_x, weights_y, norm)
         lower_method = "critic + c-transform"
     else:

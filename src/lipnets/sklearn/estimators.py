@@ -53,7 +53,7 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-    from ..guarantees import MonotonicityReport
+    from ..guarantees import MonotonicityReport, SystematicBand
     from ..privacy import Budget
     from ..validation import ArrayLike
 
@@ -618,6 +618,59 @@ class _NetworkEstimator(BaseEstimator):
             pairs, violations, worst = pairs + report.pairs, violations + report.violations, min(worst, report.worst_slope)
         return MonotonicityReport(pairs=pairs, violations=violations, worst_slope=worst)
 
+    def systematic_band(
+        self, X: ArrayLike, tolerances: Mapping[Any, float] | Sequence[float], threshold: float | None = None
+    ) -> SystematicBand:
+        """The certified share of rows selected when each column may be off by up to its tolerance, in original units.
+
+        tolerances: {column: shift >= 0} (columns not named are held fixed) or one shift per input column,
+        in the column's units (steps for an ordered category; an unordered category cannot shift: 0).
+        A row is selected when its score exceeds `threshold`: for a regressor the prediction (threshold
+        required), for a binary classifier the probability of classes_[1] (threshold a probability,
+        default 0.5, the one predict uses). Monotone columns are moved to the corners of the box and
+        evaluated, which is exact; every other column adds its sound per-feature bound times its shift
+        (`lipnets.systematic_band`). The result's `low` and `high` bound the selected share under every
+        such shift, and `flippable` marks the rows whose decision some shift can change.
+        """
+        import torch
+
+        from ..guarantees import systematic_band
+
+        check_is_fitted(self, "model_")
+        if self.architecture_["out_features"] != 1:
+            raise ValueError("a systematic band needs one score per row: a regressor or a binary classifier, not a multiclass one")
+        score = self._score_threshold(threshold)
+        shifts = torch.from_numpy(self._encoded_tolerances(tolerances))
+        return systematic_band(self.model_, torch.from_numpy(self._encode(X)), shifts, score)
+
+    def _encoded_tolerances(self, tolerances: Mapping[Any, float] | Sequence[float]) -> np.ndarray:
+        """Per-column tolerances as shifts of the encoded columns (missing flags and categories never shift)."""
+        names = self.encoder_.names
+        if isinstance(tolerances, Mapping):
+            unknown = [name for name in tolerances if name not in names]
+            if unknown:
+                raise ValueError(f"tolerances name columns the model does not have: {unknown}; its columns are {names}")
+            values = [tolerances.get(name, 0.0) for name in names]
+        else:
+            values = list(np.asarray(tolerances, dtype=object).reshape(-1))
+            if len(values) != len(names):
+                raise ValueError(f"tolerances has {len(values)} entries for {len(names)} columns {names}: give one per column, or a dict")
+        per_column = []
+        for name, value in zip(names, values):
+            try:
+                number = float(value)
+            except (TypeError, ValueError):
+                number = math.nan
+            if not (math.isfinite(number) and number >= 0):
+                raise ValueError(f"the tolerance of column {name!r} must be a finite number >= 0, got {value!r}")
+            per_column.append(number)
+        shifts = np.zeros(self.encoder_.width)
+        for column, where, number in zip(self.encoder_.columns, self.encoder_.groups(), per_column):
+            if number > 0 and column.kind == "categorical":
+                raise ValueError(f"column {column.name!r} is categorical: a category cannot shift by a tolerance; give it 0")
+            shifts[where.start] = number
+        return shifts
+
     def __getstate__(self) -> dict:
         """Parametrized torch modules do not pickle, so the model travels as its state dict (optimizers stay behind)."""
         state = dict(super().__getstate__())
@@ -678,6 +731,12 @@ class _RegressorTask(RegressorMixin):
     def predict(self, X: ArrayLike) -> np.ndarray:
         """Predicted target values, in the target's units."""
         return self._outputs(X)[:, 0]
+
+    def _score_threshold(self, threshold: float | None) -> float:
+        """The decision threshold on the prediction: required, since a regressor has no natural one."""
+        if threshold is None:
+            raise ValueError("a regressor selects the rows whose prediction exceeds a threshold: pass threshold=")
+        return _check_threshold(threshold)
 
     def certified_radius(self, X: ArrayLike, threshold: float) -> np.ndarray:
         """Per row, the l1 radius (original units) within which the prediction stays on its side of `threshold`.
@@ -763,6 +822,15 @@ class _ClassifierTask(ClassifierMixin):
             positive = torch.sigmoid(scores)
             return torch.cat([1.0 - positive, positive], dim=1).numpy()
         return torch.softmax(scores, dim=1).numpy()
+
+    def _score_threshold(self, threshold: float | None) -> float:
+        """The logit of a probability threshold on classes_[1] (default 0.5: the logit 0 that predict uses)."""
+        if threshold is None:
+            return 0.0
+        probability = _check_threshold(threshold)
+        if not 0.0 < probability < 1.0:
+            raise ValueError(f"a classifier's threshold is a probability of {self.classes_[1]!r} in (0, 1), got {threshold!r}")
+        return math.log(probability) - math.log1p(-probability)
 
     def certified_radius(self, X: ArrayLike) -> np.ndarray:
         """Per row, the l1 radius (original units) within which the predicted class cannot change.

@@ -23,6 +23,7 @@ class AveragedNetwork(BoundedModule):
     """
 
     input_norm = "1"
+    export_traces_forward = True  # programs (lipnets.export.trace_program) lower the forward: a sum of members
 
     def __init__(self, members: Sequence[nn.Module]) -> None:
         super().__init__()
@@ -61,7 +62,7 @@ class AveragedNetwork(BoundedModule):
 
 
 class _Standardise(nn.Module):
-    """(x - mean_hi - mean_lo) * (1 / scale), with mean_hi = float32(mean): exact centring in float32 too.
+    """(x - mean_hi - mean_lo) / scale, with mean_hi = float32(mean): exact centring in float32 too.
 
     A float32 copy of a mean in the thousands is off by up to ~1e-4, which a small scale turns into a
     visible shift; subtracting the float32 part first (exact for x near the mean) and the small rest
@@ -70,17 +71,17 @@ class _Standardise(nn.Module):
 
     mean_hi: torch.Tensor
     mean_lo: torch.Tensor
-    inverse_scale: torch.Tensor
+    scale: torch.Tensor
 
     def __init__(self, mean: torch.Tensor, scale: torch.Tensor) -> None:
         super().__init__()
         high = mean.to(torch.float32).to(mean.dtype)
         self.register_buffer("mean_hi", high)
         self.register_buffer("mean_lo", mean - high)
-        self.register_buffer("inverse_scale", 1.0 / scale)
+        self.register_buffer("scale", scale.clone())  # a division, as in ScaledNetwork.forward: the same function
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return ((x - self.mean_hi) - self.mean_lo) * self.inverse_scale
+        return ((x - self.mean_hi) - self.mean_lo) / self.scale
 
 
 class _Unscale(nn.Module):
@@ -104,6 +105,7 @@ class ScaledNetwork(BoundedModule):
     """
 
     input_norm = "1"
+    export_traces_forward = True  # programs lower the forward: affine maps with constants around the network
     mean: torch.Tensor
     scale: torch.Tensor
     target_mean: torch.Tensor
