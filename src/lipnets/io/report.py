@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Sequence
 
 
@@ -35,7 +36,7 @@ def benchmark_record(name: str, script: str, argv: Sequence[str], body: str, ver
 
     import torch
 
-    command = " ".join(["OMP_NUM_THREADS=1 .venv/bin/python", script, *argv])
+    command = " ".join(["OMP_NUM_THREADS=1 .venv/bin/python", script, shlex.join(list(argv))]).rstrip()
     machine = f"{platform.machine()}, {torch.get_num_threads()} torch thread(s), torch {torch.__version__}"
     machine += f", {versions}" if versions else ""
     return f"# {name}\n\nCommand: `{command}`\n\nMachine: 2 CPU cores shared with other work; {machine}\n\n{body}\n"

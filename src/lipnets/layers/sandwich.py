@@ -11,6 +11,7 @@ from torch import nn
 from ..bounds import BoundedModule
 from ..constraints.cayley import cayley
 from ..norms.analytic import sandwich_bound
+from .precision import full_precision, in_weight_precision
 
 
 def sandwich_forward(x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
@@ -43,7 +44,8 @@ class SandwichLinear(BoundedModule):
     For ReLU the diagonal Psi folds into the bias (relu(Psi^-1 z) = Psi^-1 relu(z)) and sqrt(2) sqrt(2)
     into a 2, so the forward is 2 A^T relu(B h + b): the same functions, computed exactly. The bound is
     `lipnets.norms.analytic.sandwich_bound` of the A and B in use, 1 up to the rounding of the transform.
-    The last layer of a network is usually a plain orthogonal `LipschitzLinear` (no ReLU after it).
+    Under autocast it computes in the weight's precision: A and B come from one transform, and low-precision
+    factors are not the ones the bound is computed from. The last layer of a network is usually a plain orthogonal `LipschitzLinear` (no ReLU after it).
     """
 
     input_norm = "2"
@@ -72,7 +74,9 @@ class SandwichLinear(BoundedModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] != self.in_features:
             raise ValueError(f"SandwichLinear expects {self.in_features} input features, got shape {tuple(x.shape)}")
-        return sandwich_forward(x, *self.factors(), self.bias)
+        x = in_weight_precision(x, self.weight)
+        with full_precision(self.weight):  # autocast would compute A and B in low precision, not those of the bound
+            return sandwich_forward(x, *self.factors(), self.bias)
 
     def lipschitz_bound(self, input_shape: tuple[int, ...] | None = None) -> float:
         """min(sqrt(1 + 4 lambda_max(A A^T + B B^T - I)_+ ||B||^2), 2 ||A|| ||B||) for the A, B in use."""
