@@ -145,9 +145,14 @@ class Measured(BoundedModule):
         return self.layer(x)
 
     def lipschitz_bound(self, input_shape: tuple[int, ...] | None = None) -> float:
-        if isinstance(self.layer, nn.Linear):
-            return operator_norm(self.layer.weight, "2", "2")
-        return conv_norm_bound(self.layer.weight, input_shape[1:], self.layer.stride, self.layer.padding, self.layer.padding_mode)
+        layer = self.layer
+        with torch.no_grad():
+            if isinstance(layer, nn.Linear):
+                return operator_norm(layer.weight, "2", "2")
+            assert isinstance(layer, (nn.Conv1d, nn.Conv2d)) and input_shape is not None
+            kernel = layer.weight
+            padding = tuple(k // 2 for k in kernel.shape[2:]) if layer.padding == "same" else layer.padding
+            return conv_norm_bound(kernel, input_shape[1:], layer.stride, padding, layer.padding_mode)
 
 
 def measured_copy(model: nn.Module, x: torch.Tensor) -> nn.Sequential:

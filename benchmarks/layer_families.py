@@ -39,6 +39,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import certify_images  # the sibling benchmark: its measured copy of an anchor layer
 import torch
 from deel import torchlip
 from orthogonium.layers import AdaptiveOrthoConv2d, MaxMin, OrthoLinear
@@ -49,13 +50,13 @@ from sklearn.model_selection import train_test_split
 from torch import nn
 
 import lipnets
-from lipnets.bounds import BoundedModule, FixedBound
+from lipnets.bounds import FixedBound
 from lipnets.datasets.images import load_digits_images, load_mnist1d
 from lipnets.guarantees.attacks import pgd
 from lipnets.guarantees.certify import certified_radius, predicted_labels
 from lipnets.io.report import benchmark_record, format_table
 from lipnets.losses import MulticlassHingeLoss
-from lipnets.norms import conv_norm_bound, operator_norm
+from lipnets.norms import conv_norm_bound
 from lipnets.norms.analytic import residual_bound
 from lipnets.norms.conv import conv_output_size
 from lipnets.training.distance import LpSchedule, recalibrate_mean_shift, set_p
@@ -204,30 +205,16 @@ def entries(dataset: str) -> list[Entry]:
 # sound bounds of the anchors
 
 
-class Measured(BoundedModule):
-    """An anchor layer frozen as it computes, reporting the exact lipnets l2 bound of its weights."""
-
-    input_norm = "2"
-    output_norm = "2"
-
-    def __init__(self, layer: nn.Module) -> None:
-        super().__init__()
-        self.layer = layer
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.layer(x)
+class Measured(certify_images.Measured):
+    """An anchor layer frozen as it computes, reporting the exact lipnets l2 bound of its weights; also
+    orthogonium's SLL block, x - 2 K^T relu(K x + b), bounded as I - 2 K^T D K."""
 
     def lipschitz_bound(self, input_shape: tuple[int, ...] | None = None) -> float:
-        layer = self.layer
-        with torch.no_grad():
-            if isinstance(layer, nn.Linear):
-                return operator_norm(layer.weight, "2", "2")
-            if isinstance(layer, SDPBasedLipschitzResBlock):  # x - 2 K^T relu(K x + b): I - 2 K^T D K
-                return residual_bound(conv_norm_bound(layer.kernel, input_shape[1:], 1, layer.padding, "zeros"))
-            assert isinstance(layer, (nn.Conv1d, nn.Conv2d)) and input_shape is not None
-            kernel = layer.weight
-            padding = tuple(k // 2 for k in kernel.shape[2:]) if layer.padding == "same" else layer.padding
-            return conv_norm_bound(kernel, input_shape[1:], layer.stride, padding, layer.padding_mode)
+        if isinstance(self.layer, SDPBasedLipschitzResBlock):
+            assert input_shape is not None
+            with torch.no_grad():
+                return residual_bound(conv_norm_bound(self.layer.kernel, input_shape[1:], 1, self.layer.padding, "zeros"))
+        return super().lipschitz_bound(input_shape)
 
 
 class PairSort(FixedBound):
