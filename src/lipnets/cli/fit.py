@@ -73,7 +73,7 @@ def add_parser(commands: Any) -> None:
         "--max-iter",
         type=_auto_or(int),
         default="auto",
-        help="maximum training epochs per network (default auto: 150, or about 2,000 steps without early stopping)",
+        help="maximum training epochs per network (default auto: 150; without early stopping also at most 2,000 steps and 2^18 rows seen)",
     )
     fit.add_argument("--max-time", type=float, help="time budget in seconds for the whole fit (default: none)")
     fit.add_argument("--batch-size", type=_auto_or(int), default="auto", help="default auto: grows with the table")
