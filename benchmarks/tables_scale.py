@@ -8,10 +8,10 @@ thread (OMP_NUM_THREADS=1, torch.set_num_threads(1), n_jobs=1), with their defau
 same monotone constraints. Rounds alternate the libraries. Results accumulate in
 benchmarks/results/tables_scale.json, so an interrupted run resumes where it stopped (--fresh starts over).
 
-    /work/wt/cpu 2 env OMP_NUM_THREADS=1 .venv/bin/python benchmarks/tables_scale.py --fresh
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/tables_scale.py --fresh
 
-(`/work/wt/cpu 2` holds the whole shared machine; elsewhere, run it on a quiet machine.) 10M rows fit in
-memory as one float64 array (800 MB), encoded column by column into one float32 copy; no streaming needed.
+on a quiet machine (no other job running). 10M rows fit in memory as one float64 array (800 MB), which
+the estimator encodes column by column into one float32 copy; no streaming (partial_fit) is needed.
 """
 
 from __future__ import annotations
