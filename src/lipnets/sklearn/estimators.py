@@ -124,7 +124,7 @@ def auto_settings(rows: int) -> dict[str, int]:
     """What the "auto" parameters become for a table of `rows` training rows.
 
     batch_size: 32 up to about 700 rows, then about rows / 16 (a power of two) up to 4096 from about 46k
-    rows, so an epoch is 10-23 steps until the batch stops growing; n_estimators: 5 networks averaged up
+    rows, so an epoch is at most 23 steps until the batch stops growing; n_estimators: 5 networks averaged up
     to 2,000 rows (variance dominates there), fewer as the table grows, 1 from about 7,000 rows; an
     epoch: the whole table, or 2^18 rows of a continuing shuffle on larger ones.
     """
