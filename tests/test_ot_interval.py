@@ -6,6 +6,7 @@ import pytest
 import torch
 from scipy.spatial.distance import cdist
 
+from lipnets.ot import critic as critic_module
 from lipnets.ot import plan_upper_bound, wasserstein1
 from lipnets.ot.ctransform import c_transform_values
 
@@ -46,13 +47,30 @@ def exact_w1(x, y, wx, wy, norm) -> float:
 
 
 @pytest.mark.parametrize("seed", range(40))
-def test_interval_contains_the_exact_value(seed):
+def test_interval_contains_the_exact_value(seed, monkeypatch):
+    monkeypatch.setattr(critic_module, "SCORE_CHUNK", 7)  # the chunked evaluation of large samples, on small ones
     x, y, wx, wy, norm = case(seed)
     exact = exact_w1(x, y, wx, wy, norm)
     plan = "blocks" if seed % 2 else "exact"
-    result = wasserstein1(x, y, weights_x=wx, weights_y=wy, norm=norm, hidden=(8, 8), max_steps=10, plan=plan, block_size=7, seed=seed)
+    # every fourth case: the critic alone (no c-transform), trained on weighted minibatches, as for large samples
+    refine, batch_size = (False, 5) if seed % 4 == 3 else ("auto", "auto")
+    result = wasserstein1(
+        x,
+        y,
+        weights_x=wx,
+        weights_y=wy,
+        norm=norm,
+        hidden=(8, 8),
+        max_steps=10,
+        plan=plan,
+        block_size=7,
+        seed=seed,
+        refine=refine,
+        batch_size=batch_size,
+    )
     assert result.lower <= exact <= result.upper, (result, exact)
     assert result.critic_lower <= exact
+    assert result.lower_method != "critic" or refine is False
     if plan == "exact":  # the exact plan and its duals: a closed interval up to rounding
         assert result.width <= 1e-9 * max(1.0, np.abs(np.r_[x.ravel(), y.ravel()]).max())
 

@@ -132,6 +132,30 @@ def test_learns_the_signed_distance_of_a_disk(disk_model):
     assert (model.predict(ring) == -1).all()
 
 
+def test_refined_scores_are_the_smallest_1_lipschitz_extension_of_the_network(disk_model):
+    model, x = disk_model
+    network = model.network_
+    rng = np.random.default_rng(7)
+    probes = np.r_[x[:50], rng.uniform(-4.0, 4.0, size=(400, 2))]
+    with torch.no_grad():
+        raw = network(torch.as_tensor(probes, dtype=torch.float32)).double().numpy().ravel()
+        on_train = network(torch.as_tensor(x, dtype=torch.float32)).double().numpy().ravel()
+    refined = model.score_samples(probes)
+    brute = (on_train[None, :] - np.linalg.norm(probes[:, None, :] - x[None, :, :], axis=2)).max(axis=1)
+    np.testing.assert_allclose(refined, brute, atol=1e-6)
+    assert (refined <= raw + 1e-5).all()  # the network is one 1-Lipschitz function through those values
+    np.testing.assert_allclose(refined[:50], raw[:50], atol=1e-5)  # equal on the training points
+    assert model.lipschitz_ == 1.0
+    unrefined = clone(model).set_params(refine=False, iterations=2).fit(x)
+    assert unrefined.critic_ is unrefined.network_
+    with torch.no_grad():
+        expected = unrefined.network_(torch.as_tensor(probes, dtype=torch.float32)).double().numpy().ravel()
+    np.testing.assert_allclose(unrefined.score_samples(probes), expected, atol=1e-6)
+    pairs = rng.integers(0, len(probes), size=(2000, 2))  # exactly 1-Lipschitz: no pair of points rises faster
+    gaps = np.abs(refined[pairs[:, 0]] - refined[pairs[:, 1]])
+    assert (gaps <= np.linalg.norm(probes[pairs[:, 0]] - probes[pairs[:, 1]], axis=1) + 1e-9).all()
+
+
 def test_sklearn_api_and_sign_conventions(disk_model):
     model, x = disk_model
     probes = np.r_[x[:20], [[4.0, 0.0], [0.0, 3.0]]]
@@ -170,6 +194,7 @@ def test_alternating_strategy_and_fit_predict():
         (dict(eps=-1.0), "eps"),
         (dict(alpha=0.0), "alpha"),
         (dict(iterations=0), "iterations"),
+        (dict(refine="yes"), "refine"),
         (dict(domain=(1.0, -1.0)), "low < high"),
         (dict(domain=([0.0, 0.0, 0.0], 1.0)), "domain"),
     ],

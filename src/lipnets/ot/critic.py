@@ -29,6 +29,9 @@ from .plans import UNIT
 EVAL_POINTS = 8192
 """Points per side of the fixed sample on which minibatch training checks its progress."""
 
+SCORE_CHUNK = 65536
+"""Points per forward pass when a critic is evaluated without gradients (activations: chunk x width)."""
+
 
 def make_critic(
     in_features: int,
@@ -74,6 +77,12 @@ def dual_objective(critic: nn.Module, x: torch.Tensor, y: torch.Tensor, weights_
     """
     scores = scores_of(critic, torch.cat([x, y]))
     return weights_x @ scores[: len(x)] - weights_y @ scores[len(x) :]
+
+
+@torch.no_grad()
+def scores_in_chunks(critic: nn.Module, points: torch.Tensor) -> torch.Tensor:
+    """The critic's scores on `points`, SCORE_CHUNK at a time (memory independent of the sample size)."""
+    return torch.cat([scores_of(critic, chunk) for chunk in points.split(SCORE_CHUNK)])
 
 
 def semidual_objective(
@@ -222,6 +231,6 @@ def certified_estimate(critic: nn.Module, x: torch.Tensor, y: torch.Tensor, weig
     twin = copy.deepcopy(critic).to(torch.float64).eval()
     bound = lipschitz_bound(twin)
     points = torch.cat([x.detach(), y.detach()]).double()
-    scores = scores_of(twin, points)
+    scores = scores_in_chunks(twin, points)
     value = float(weights_x.detach().double() @ scores[: len(x)] - weights_y.detach().double() @ scores[len(x) :])
     return (value - rounding_slack(twin, bound, points, scores)) / max(1.0, bound)

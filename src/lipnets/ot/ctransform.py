@@ -16,7 +16,7 @@ from torch import nn
 
 from ..bounds import BoundedModule, lipschitz_bound
 from ..norms import as_vector_norm
-from ..validation import scores_of
+from .critic import scores_in_chunks
 from .plans import UNIT, distance_error, distance_matrix
 
 CHUNK = 2048
@@ -92,6 +92,6 @@ def c_transform(
     """
     norm = as_vector_norm(norm)
     twin = copy.deepcopy(critic).to(torch.float64).eval()
-    g = scores_of(twin, y.detach().double()) / max(1.0, lipschitz_bound(twin))
+    g = scores_in_chunks(twin, y.detach().double()) / max(1.0, lipschitz_bound(twin))
     value, u = c_transform_values(g, x, y, weights_x, weights_y, norm)
     return value, CTransformCritic(x.detach().double(), u, norm)

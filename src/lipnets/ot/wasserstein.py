@@ -23,8 +23,8 @@ from torch import nn
 from ..bounds import lipschitz_bound
 from ..norms import as_vector_norm
 from ..training.seeding import seeded
-from ..validation import ArrayLike, as_samples, as_weights, positive_int, require_extra, scores_of
-from .critic import CriticTrainer, SemiDualTrainer, certified_estimate, check_critic, dual_objective, make_critic
+from ..validation import ArrayLike, as_samples, as_weights, positive_int, require_extra
+from .critic import CriticTrainer, SemiDualTrainer, certified_estimate, check_critic, dual_objective, make_critic, scores_in_chunks
 from .ctransform import CHUNK, c_transform, c_transform_values
 from .plans import BLOCK_SIZE, PLANS, distance_matrix, plan_upper_bound
 
@@ -189,8 +189,7 @@ def wasserstein1(
         critic_lower, result_critic, lower_method = certified_estimate(critic, x, y, weights_x, weights_y), critic, "critic"
     lower, upper, upper_method = critic_lower, math.inf, "none"
     if plan is not None:
-        with torch.no_grad():
-            keys = (scores_of(critic, cast(x)).double().cpu(), scores_of(critic, cast(y)).double().cpu())
+        keys = (scores_in_chunks(critic, cast(x)).double().cpu(), scores_in_chunks(critic, cast(y)).double().cpu())
         bound = plan_upper_bound(x, y, weights_x, weights_y, norm, plan, block_size, keys)
         upper, upper_method = bound.value, bound.method
         if bound.duals is not None:
