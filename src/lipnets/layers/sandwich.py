@@ -75,7 +75,8 @@ class SandwichLinear(BoundedModule):
         float32 and its factors rounded to the storage precision: the forward and the bound use those
         rounded factors, whose rows are orthonormal only up to that rounding (the bound says by how much).
         """
-        weight, alpha = self.weight, self.alpha
+        weight: torch.Tensor = self.weight
+        alpha: torch.Tensor = self.alpha
         if weight.dtype in LOW_PRECISION:
             weight, alpha = weight.float(), alpha.float()
         scale = alpha / torch.linalg.vector_norm(weight).clamp(min=torch.finfo(weight.dtype).tiny)
