@@ -96,11 +96,14 @@ def lipnets_conv(layer: str, activation: str, dataset: str) -> Callable[[tuple[i
     return lambda shape: lipnets.LipschitzConvNet(shape[0], 10, shape[1:], width=WIDTH, layer=layer, activation=activation, **settings)
 
 
-def lipnets_dense(kind: str) -> Callable[[tuple[int, ...]], nn.Module]:
+def lipnets_dense(kind: str, mode: str = "reparam") -> Callable[[tuple[int, ...]], nn.Module]:
+    """Dense nets of two HIDDEN-wide layers; mode="project" (groupsort, spline) projects after each step instead."""
+
     def build(shape: tuple[int, ...]) -> nn.Module:
         features = math.prod(shape)
         if kind in ("groupsort", "spline"):
-            return nn.Sequential(nn.Flatten(), lipnets.LipschitzMLP(features, 10, (HIDDEN, HIDDEN), input_norm="2", activation=kind))
+            mlp = lipnets.LipschitzMLP(features, 10, (HIDDEN, HIDDEN), input_norm="2", activation=kind, mode=mode)
+            return nn.Sequential(nn.Flatten(), mlp)
         if kind == "aol":
             layers = [lipnets.AOLLinear(features, HIDDEN), lipnets.GroupSort(), lipnets.AOLLinear(HIDDEN, HIDDEN), lipnets.GroupSort()]
         elif kind == "sandwich":
@@ -180,6 +183,7 @@ def entries(dataset: str) -> list[Entry]:
     for kind in ("groupsort", "spline", "aol", "sll", "cpl", "sandwich"):
         label = {"groupsort": "orthogonal + GroupSort", "spline": "orthogonal + spline"}.get(kind, kind)
         models.append(Entry(f"lipnets dense {label}", "lipnets", "2", lipnets_dense(kind)))
+    models.append(Entry("lipnets dense projected orthogonal + GroupSort", "lipnets", "2", lipnets_dense("groupsort", "project")))
     for rho, label in ((0.0, "l_inf-dist net"), (0.3, "SortNet")):
         models.append(
             Entry(

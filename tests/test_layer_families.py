@@ -194,6 +194,27 @@ def test_layers_whose_bound_ties_derived_tensors_run_in_full_precision_under_aut
         assert torch.isfinite(got).all() and torch.isfinite(expected).all()
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_sandwich_stored_in_low_precision_bounds_its_rounded_factors(dtype: torch.dtype) -> None:
+    """torch has no bfloat16/float16 inverse: the transform runs in float32 and the forward uses the factors
+    rounded to the storage precision, whose rows are orthonormal only up to that rounding; the bound covers
+    every ReLU pattern of those rounded factors, after training steps and with tampered weights."""
+    torch.manual_seed(0)
+    layer = SandwichLinear(6, 4)
+    blow_up_steps(layer, (6,), steps=8, lr=0.05, dtype=torch.float32)
+    layer = layer.to(dtype)
+    for factor in (1.0, 1e3, 1e-3):
+        with torch.no_grad():
+            layer.weight.mul_(factor)
+        a, b = layer.factors()
+        assert a.dtype == b.dtype == dtype
+        exact = max(matrix_norm(piece.double(), "2", "2") for piece in pattern_jacobians(layer))
+        assert exact <= layer.lipschitz_bound((6,)) * (1 + ROUNDING)
+        x = torch.randn(5, 6, dtype=dtype)
+        with torch.no_grad():
+            assert torch.equal(layer(x), to_plain(nn.Sequential(layer), check_input=x)(x))
+
+
 def test_strided_sll_uses_the_exact_adjoint() -> None:
     torch.manual_seed(0)
     for layer, shape in ((SLLConv2d(2, 3, 3, 2).double(), (2, 7, 6)), (SLLConv1d(2, 3, 5, 3).double(), (2, 11))):

@@ -13,6 +13,9 @@ from ..constraints.cayley import cayley
 from ..norms.analytic import sandwich_bound
 from .precision import full_precision, in_weight_precision
 
+LOW_PRECISION = (torch.bfloat16, torch.float16)
+"""Storage precisions without a torch matrix inverse: the Cayley transform runs in float32 for them."""
+
 
 def sandwich_forward(x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     """2 A^T relu(B x + bias) for A (out, out) and B (out, in)."""
@@ -66,9 +69,18 @@ class SandwichLinear(BoundedModule):
         nn.init.uniform_(self.bias, -1.0 / math.sqrt(in_features), 1.0 / math.sqrt(in_features))
 
     def factors(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(A, B): the (out, out) and (out, in) blocks of the Cayley transform, rows orthonormal together."""
-        scale = self.alpha / torch.linalg.vector_norm(self.weight).clamp(min=torch.finfo(self.weight.dtype).tiny)
-        q = cayley(self.weight * scale)
+        """(A, B): the (out, out) and (out, in) blocks of the Cayley transform, rows orthonormal together.
+
+        Stored in bfloat16 or float16 (where torch has no matrix inverse), the transform is computed in
+        float32 and its factors rounded to the storage precision: the forward and the bound use those
+        rounded factors, whose rows are orthonormal only up to that rounding (the bound says by how much).
+        """
+        weight: torch.Tensor = self.weight
+        alpha: torch.Tensor = self.alpha
+        if weight.dtype in LOW_PRECISION:
+            weight, alpha = weight.float(), alpha.float()
+        scale = alpha / torch.linalg.vector_norm(weight).clamp(min=torch.finfo(weight.dtype).tiny)
+        q = cayley(weight * scale).to(self.weight.dtype)
         return q[:, : self.out_features], q[:, self.out_features :]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
