@@ -1,15 +1,16 @@
 """Clipless DP-SGD (lipnets.privacy) against Opacus's DP-SGD with per-sample clipping.
 
-Accuracy: the same data, the same (epsilon, delta = 1/N) and the same sampling (Poisson, rate q, the same
-batch size and number of steps; both use the same noise multiplier, calibrated once by lipnets' RDP
-accountant, so both spend the same budget), on breast cancer and ISLR Default (tables), digits and
-MNIST-1D, at epsilon 1, 2, 4, 8. Each method gets the best of its own four-point grid (learning rate x
-clipping norm for Opacus, learning rate x loss temperature tau for lipnets, the same two learning rates),
-chosen on a validation part (20%) of the training data with seed 0; the chosen configuration is then
-trained with `--seeds` seeds and scored on the test split (accuracy, AUC for the imbalanced ISLR
-Default). lipnets also reports certified accuracy at a few l2 radii (Opacus models have no certificate).
-Both train a 128-128 MLP for 30 epochs with Adam; features are standardised with training statistics for
-both (not privatised, the same for both).
+Accuracy: the same data, the same (epsilon, delta = 1/N) and Poisson sampling with the same expected
+batch size B and number of epochs; each method's noise multiplier is calibrated by lipnets' RDP
+accountant to its own sampling, so both spend exactly the budget (lipnets samples at rate B / N for
+round(N / B) steps an epoch, Opacus's DataLoader at 1 / ceil(N / B) for ceil(N / B)). Tasks: breast
+cancer and ISLR Default (tables), digits and MNIST-1D, at epsilon 1, 2, 4, 8. Each method gets the best
+of its own four-point grid (learning rate x clipping norm for Opacus, learning rate x loss temperature
+tau for lipnets, the same two learning rates), chosen on a validation part (20%) of the training data
+with seed 0; the chosen configuration is then trained with `--seeds` seeds and scored on the test split
+(accuracy, AUC for the imbalanced ISLR Default). lipnets also reports certified accuracy at a few l2
+radii (Opacus models have no certificate). Both train a 128-128 MLP for 30 epochs with Adam; features
+are standardised with training statistics for both (not privatised, the same for both).
 
 Speed: one training step of a 784-512-512-10 MLP at batch 256, 1024 and 4096 (random data): lipnets
 non-private (orthogonal layers, mode="project") against lipnets private (`PrivateStep`), and plain
@@ -24,6 +25,7 @@ than this shared 24 GiB machine can give, so it is timed at 256 and 1024 only.
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import math
 import statistics
@@ -150,8 +152,8 @@ def train_opacus(task: Task, x: torch.Tensor, y: torch.Tensor, epsilon: float, l
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     labels = y.float()[:, None] if _binary(task) else y
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, labels), batch_size=task.batch_size, shuffle=True)
-    steps = epochs * max(1, round(len(x) / task.batch_size))
-    sigma = noise_multiplier(epsilon, len(x), task.batch_size, steps)
+    # Opacus samples at rate 1 / len(loader) for len(loader) steps an epoch: its noise is calibrated to that
+    sigma = noise_multiplier(epsilon, 1.0 / len(x), 1.0 / len(loader), epochs * len(loader))
     engine = PrivacyEngine(accountant="rdp")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -169,14 +171,10 @@ def train_opacus(task: Task, x: torch.Tensor, y: torch.Tensor, epsilon: float, l
     return model.eval()
 
 
-_SIGMAS: dict[tuple, float] = {}
-
-
-def noise_multiplier(epsilon: float, records: int, batch_size: int, steps: int) -> float:
-    key = (epsilon, records, batch_size, steps)
-    if key not in _SIGMAS:
-        _SIGMAS[key] = calibrate_noise(epsilon, 1.0 / records, batch_size / records, steps)
-    return _SIGMAS[key]
+@functools.cache
+def noise_multiplier(epsilon: float, delta: float, sample_rate: float, steps: int) -> float:
+    """lipnets' RDP calibration (the one `fit` uses), cached: a grid trains the same sampling often."""
+    return calibrate_noise(epsilon, delta, sample_rate, steps)
 
 
 def evaluate(task: Task, model: nn.Module, x: torch.Tensor, y: torch.Tensor, certify: bool) -> dict[str, float]:
