@@ -69,9 +69,13 @@ def train_for(model: nn.Module, loss, x: torch.Tensor, y: torch.Tensor, args: ar
     return history.epochs, seconds
 
 
-def lipnets_model(hidden: int) -> nn.Module:
-    """64 -> hidden -> hidden -> 10 with orthogonal (Björck) layers and GroupSort2: 1-Lipschitz l2 -> l2."""
-    return lipnets.LipschitzMLP(64, 10, hidden=(hidden, hidden), input_norm="2", hidden_norm="orthogonal")
+def lipnets_model(hidden: int, mode: str | None = None) -> nn.Module:
+    """64 -> hidden -> hidden -> 10 with orthogonal (Björck) layers and GroupSort2: 1-Lipschitz l2 -> l2.
+
+    mode: the layers' mode ("reparam" or "project"); None keeps LipschitzMLP's default.
+    """
+    options = {} if mode is None else {"mode": mode}
+    return lipnets.LipschitzMLP(64, 10, hidden=(hidden, hidden), input_norm="2", hidden_norm="orthogonal", **options)
 
 
 def deel_model(hidden: int) -> nn.Module:
@@ -136,7 +140,7 @@ def run_seed(args: argparse.Namespace, seed: int) -> list[dict]:
     rows = []
 
     torch.manual_seed(seed)
-    ours = lipnets_model(args.hidden)
+    ours = lipnets_model(args.hidden, args.mode)
     epochs, seconds = train_for(ours, HKRLoss(args.alpha, args.margin), x_train, y_train, args)
     common = {"epochs": epochs, "s/epoch": seconds / epochs, "L": lipnets.lipschitz_bound(ours)}
     rows.append(evaluate("lipnets, last-layer radius", ours, certified_radius(ours, x_test), x_test, y_test, common, args))
@@ -207,6 +211,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--margin", type=float, default=1.5, help="HKR hinge margin of both models (default 1.5)")
     parser.add_argument("--attack-steps", type=int, default=30)
     parser.add_argument("--quick", action="store_true", help="one seed, 5 s per model, for a smoke test")
+    parser.add_argument("--mode", choices=("reparam", "project"), default=None, help="lipnets layers' mode (default: the library's)")
     parser.add_argument("--no-write", action="store_true", help="do not write benchmarks/results/certify.md")
     args = parser.parse_args(argv)
     if args.quick:

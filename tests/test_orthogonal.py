@@ -83,6 +83,20 @@ def test_layer_after_steps_reload_train_and_eval(shape: tuple[int, int], mode: s
     torch.testing.assert_close(reloaded.eval()(x), layer.eval()(x))
 
 
+@pytest.mark.parametrize("lipschitz", [0.3, 0.5, 2.0, 10.0])
+def test_projection_never_erases_a_uniformly_scaled_weight(lipschitz: float) -> None:
+    """A projection from G = c I (a constant that is not 1, a weight scaled by an edit) once put every
+    singular value at sqrt(3), where Björck's step maps them to 0: a layer with lambda = 0.5 started
+    with singular values 1e-6. Now they start at lambda and a scaled weight keeps most of them."""
+    layer = LipschitzLinear(6, 24, norm="orthogonal", lipschitz=lipschitz, mode="project")
+    assert (singular_values(layer.weight) / lipschitz - 1).abs().max() <= 0.05
+    for scale in (4.0, 1e4):
+        edited = {**layer.state_dict(), "weight": layer.weight.detach() * scale}
+        layer.load_state_dict(edited)  # train mode: one warm projection
+        values = singular_values(layer.weight)
+        assert values.max() <= lipschitz * (1 + ROUNDING) and values.min() >= 0.9 * lipschitz
+
+
 def test_project_mode_stays_near_orthogonal_during_training() -> None:
     """One warm Björck step per optimizer step keeps the stored weight <= lambda and close to orthogonal,
     and entering eval mode converges it, so training resumes from an orthogonal weight."""

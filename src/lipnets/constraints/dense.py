@@ -44,10 +44,12 @@ class _ScaledByNorms(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor, *_: Any) -> tuple[torch.Tensor | None, ...]:
         weight, norms, scale = ctx.saved_tensors
-        dot = (grad * weight).sum(dim=ctx.dim, keepdim=True)
+        dot = torch.linalg.vecdot(grad, weight, dim=ctx.dim).unsqueeze(ctx.dim)
         direction, denominator = (weight.sign(), norms) if ctx.order == 1 else (weight, norms.square())
         coefficient = torch.where(norms > ctx.floor, dot * scale / denominator, 0.0)
-        return torch.addcmul(grad * scale, direction, coefficient, value=-1.0), None, None, None, None
+        # (-coefficient * direction) + scale * grad, accumulated in place: broadcasting the small factor
+        # in a fresh product is several times faster on CPU than a three-operand addcmul
+        return torch.mul(direction, -coefficient).addcmul_(grad, scale), None, None, None, None
 
 
 class DirectNorm(WeightConstraint):

@@ -40,9 +40,12 @@ keeps the largest singular values near 1 instead of collapsing them as a start n
 
 WARM_START_CAP = 3.0
 """lambda_max(AᵀA) of a warm start (`project`, after an optimizer step) is scaled to at most this, the
-largest value with f >= 0 on [0, √3]. The bounds of `_safe_start` overestimate a warm start's lambda_max
-(1 plus the step's size in the Frobenius norm, against its size in the spectral norm), so a smaller cap
-would shrink every singular value of a near-orthogonal weight on every step."""
+largest value with f >= 0 on [0, √3], when the scale comes from the bound 1 + ||G - I||_F. That bound
+overestimates a warm start's lambda_max (the step's size in the Frobenius norm, against its size in the
+spectral norm), so a smaller cap would shrink every singular value of a near-orthogonal weight on every
+step. The other bound, ||G||_inf, is tight for a uniformly scaled orthogonal matrix (G = c I: a layer
+whose lambda is not 1 at initialisation, a weight scaled by an edit), where cap 3 would put every
+singular value at √3 and f(√3) = 0 would erase the weight; it keeps START_CAP."""
 
 MAX_ITERATIONS = 60
 """Cap of the convergence loop: from a singular value of 1e-10 Björck needs about 57 iterations."""
@@ -69,11 +72,14 @@ def _safe_start(a: torch.Tensor, gram: torch.Tensor, cap: float = START_CAP) -> 
     """Scale A (and G) so that lambda_max(AᵀA) <= cap, from two provable bounds on lambda_max(G).
 
     lambda_max(G) <= 1 + ||G - I||_2 <= 1 + ||G - I||_F (tight near an orthogonal matrix: a warm start
-    is not shrunk) and lambda_max(G) <= ||G||_inf (the max absolute row sum; tight for a cold start).
-    Branch-free, so it compiles and never synchronises with the host.
+    is not shrunk), scaled to `cap`, and lambda_max(G) <= ||G||_inf (the max absolute row sum; tight
+    for a cold start and for G = c I), scaled to at most START_CAP: the smaller factor is sound, since
+    either bound alone keeps lambda_max <= cap. Branch-free, so it compiles and never synchronises
+    with the host.
     """
-    bound = torch.minimum(1.0 + _distance_to_identity(gram), gram.abs().sum(dim=-1).amax(dim=-1))
-    factor = torch.clamp(bound / cap, min=1.0)
+    near_identity = (1.0 + _distance_to_identity(gram)) / cap
+    row_sums = gram.abs().sum(dim=-1).amax(dim=-1) / min(cap, START_CAP)
+    factor = torch.clamp(torch.minimum(near_identity, row_sums), min=1.0)
     factor = factor[..., None, None]
     return a * factor.rsqrt(), gram / factor
 

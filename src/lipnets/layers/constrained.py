@@ -143,12 +143,18 @@ class ConstrainedWeight(BoundedModule):
     def stored_weight(self, advance: bool = False) -> torch.Tensor:
         """The weight this layer holds to its constraint, in the precision it is stored in (no autocast).
 
-        `advance`: the layer's own training forward, which lets a stateful constraint update its state.
+        `advance`: the layer's own training forward, which lets a stateful constraint update its state,
+        and projects a mode="project" weight changed since its last projection (a training loop that
+        forgets `lipnets.project_` still trains on feasible weights; the check reads the tensor's version
+        counter, not its values, so it costs no host synchronisation). Under torch.compile the loop
+        must call `project_` itself, as `lipnets.fit` does.
         """
         if self.mode == "reparam":
             chain = cast(parametrize.ParametrizationList, cast(nn.ModuleDict, self._modules["parametrizations"])["weight"])
             if len(chain) == 1:  # the parametrize property costs ~15 us per access: call the constraint directly
                 return cast(WeightConstraint, chain[0]).forward(chain.original, advance)
+        elif advance and self.training and not torch.compiler.is_compiling() and self._projected_key != self._stored_key():
+            self.project_()  # an optimizer step without project_: project before the weight is used
         return self.weight
 
     def effective_weight(self, dtype: torch.dtype | None = None, *, advance: bool = False) -> torch.Tensor:

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from ..constraints import dense_constraint
-from ..constraints.base import outward
+from ..constraints.base import check_lipschitz, outward
 from ..norms import LAYER_NORMS, as_layer_norm, layer_operator_norm, order
 from .constrained import ConstrainedWeight
 
@@ -42,8 +42,8 @@ class LipschitzLinear(ConstrainedWeight, nn.Linear):
         self.norm = as_layer_norm(norm)
         self.input_norm, self.output_norm = LAYER_NORMS[self.norm]
         self.rounding_keeps_bound = self.norm in ENTRYWISE_NORMS
-        if self.norm == "orthogonal":
-            nn.init.orthogonal_(self.weight)
+        if self.norm == "orthogonal":  # lambda times an orthogonal matrix: the constraint starts at its fixed point
+            nn.init.orthogonal_(self.weight, gain=check_lipschitz(lipschitz))
         constraint = dense_constraint(self.norm, lipschitz, vectorwise=vectorwise, rescaling=rescaling)
         self._setup_constraint(constraint, mode)
 
