@@ -19,8 +19,8 @@ Whatever the iterate, the certificate comes from the final weight: `LipschitzLin
 takes an SVD of the effective weight, so an unconverged orthogonaliser can never inflate it.
 
 Measured on 784-512-512-512-10, batch 256 (benchmarks/results/overhead.md): a training step with
-mode="project" costs 2.0x plain PyTorch and 1.12x its peak memory; mode="reparam" (15 differentiable
-iterations) costs 40x and 7x. Each iteration is two n³ products forward and four backward, against
+mode="project" costs 2.3x plain PyTorch and 1.00x its peak memory; mode="reparam" (15 differentiable
+iterations) costs 51x and 6.2x. Each iteration is two n³ products forward and four backward, against
 three n²·batch products per layer for the plain step, so no differentiable iteration count fits the
 2x budget at batch 256; the warm-started projection does.
 """
