@@ -109,6 +109,37 @@ def test_project_mode_stays_near_orthogonal_during_training() -> None:
     assert (singular_values(layer.weight) / 2.0 - 1).abs().max() <= ORTHOGONALITY
 
 
+@pytest.mark.parametrize("lipschitz", [0.5, 2.0])
+@pytest.mark.parametrize("shape", SHAPES)
+def test_project_mode_trains_on_the_tangent_part_of_the_gradient(shape: tuple[int, int], lipschitz: float) -> None:
+    """A mode="project" training forward multiplies by the stored weight W = c Q itself (bit for bit), and
+    the gradient that reaches W is the plain gradient G minus its normal part W sym(WᵀG) / c² (tall W;
+    sym(G Wᵀ) W / c² for wide W), computed here in float64 from the plain layer's own gradient."""
+    out_features, in_features = shape
+    layer = LipschitzLinear(in_features, out_features, norm="orthogonal", lipschitz=lipschitz, mode="project", bias=False)
+    x, probe = torch.randn(32, in_features), torch.randn(32, out_features)
+    (layer(x) * probe).sum().backward()
+    stored = layer.weight.detach()
+    plain = stored.clone().requires_grad_()
+    assert torch.equal(layer(x), nn.functional.linear(x, plain))
+    (nn.functional.linear(x, plain) * probe).sum().backward()
+    g, w, scale = plain.grad.double(), stored.double(), layer.weight_constraint().target(stored)
+    if out_features >= in_features:
+        inner = w.mT @ g
+        expected = g - w @ (inner + inner.mT) / (2 * scale**2)
+        normal_part = w.mT @ layer.weight.grad.double()
+    else:
+        inner = g @ w.mT
+        expected = g - (inner + inner.mT) @ w / (2 * scale**2)
+        normal_part = layer.weight.grad.double() @ w.mT
+    torch.testing.assert_close(layer.weight.grad.double(), expected, rtol=1e-5, atol=1e-5 * float(g.abs().max()))
+    assert float((normal_part + normal_part.mT).abs().max()) <= 1e-4 * float(g.abs().max()) * lipschitz
+    layer.eval()
+    layer.weight.grad = None
+    (layer(x) * probe).sum().backward()  # eval mode: the plain gradient
+    torch.testing.assert_close(layer.weight.grad, plain.grad)
+
+
 def test_gradient_norm_preserved_in_eval() -> None:
     layer = LipschitzLinear(12, 12, norm="orthogonal", lipschitz=1.5, bias=False)
     adam_steps(layer)

@@ -166,6 +166,11 @@ class WeightConstraint(nn.Module, abc.ABC):
         """A feasible weight at least as close to the constraint's target set (default: the weight itself)."""
         return weight
 
+    def trained(self, weight: torch.Tensor) -> torch.Tensor:
+        """The stored weight as a mode="project" training forward uses it: the same values, with a gradient
+        suited to the projection that follows the optimizer step (default: the weight itself)."""
+        return weight
+
     def reduction_length(self, weight: torch.Tensor) -> int:
         """The longest reduction in this constraint's computation (default: the larger side of the matrix)."""
         return max(weight.shape[0], weight[0].numel())

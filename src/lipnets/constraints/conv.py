@@ -161,6 +161,9 @@ class ReshapedKernelOrthogonal(WeightConstraint):
     def refine(self, weight: torch.Tensor) -> torch.Tensor:
         return self._on_matrix(self.orthogonal.refine, weight)
 
+    def trained(self, weight: torch.Tensor) -> torch.Tensor:
+        return self._on_matrix(self.orthogonal.trained, weight)
+
     def certify(self, weight: torch.Tensor) -> float:
         """sqrt(prod ceil(k/s)) times sigma_max of the reshaped kernel: the zero-padding bound for every input size."""
         return outward(self.factor * layer_operator_norm(weight.reshape(weight.shape[0], -1), "2"), weight.numel())

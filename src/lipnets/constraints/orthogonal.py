@@ -11,7 +11,9 @@ Three uses, three costs:
   graph is static (torch.compile, no host synchronisation).
 - `project` (mode="project", after each optimizer step): the stored weight is already lambda times an
   orthogonal matrix moved by one optimizer step, so a warm start needs `step_iterations` iterations
-  (default 1, two matrix products) to return to sigma_max <= lambda and close to orthogonal.
+  (default 1, two matrix products) to return to sigma_max <= lambda and close to orthogonal. In the
+  training forward, `trained` keeps the weight's values and passes back only the part of its gradient
+  tangent to the orthogonal matrices (two more products in the backward pass).
 - `refine` (eval mode and export): warm-started iterations until the predicted orthogonality error
   ||QᵀQ - I||_2 is below `tol`.
 
@@ -19,15 +21,16 @@ Whatever the iterate, the certificate comes from the final weight: `LipschitzLin
 takes an SVD of the effective weight, so an unconverged orthogonaliser can never inflate it.
 
 Measured on 784-512-512-512-10, batch 256 (benchmarks/results/overhead.md): a training step with
-mode="project" costs 2.3x plain PyTorch and 1.00x its peak memory; mode="reparam" (15 differentiable
-iterations) costs 51x and 6.2x. Each iteration is two n³ products forward and four backward, against
-three n²·batch products per layer for the plain step, so no differentiable iteration count fits the
-2x budget at batch 256; the warm-started projection does.
+mode="project" costs 3.6x plain PyTorch and 1.00x its peak memory; mode="reparam" (15 differentiable
+iterations) costs 52x and 6.2x. Each iteration is two n³ products forward and four backward, against
+three n²·batch products per layer for the plain step; the projection and the tangent gradient cost
+four n³ products in all.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 
@@ -127,6 +130,36 @@ def bjorck_converged(weight: torch.Tensor, tol: float | None = None) -> torch.Te
     return a.mT if wide else a
 
 
+class _TangentGradient(torch.autograd.Function):
+    """The identity forward; backward keeps the part of the gradient tangent to the matrices c Q with
+    QᵀQ = I at W = c Q: G - W sym(WᵀG) / c² (Edelman, Arias and Smith, "The geometry of algorithms with
+    orthogonality constraints", SIAM J. Matrix Anal. Appl. 1998, Eq. 2.3, the projection onto the
+    tangent space of the Stiefel manifold). The normal part, W times a symmetric matrix, only changes
+    the singular values, which the projection after the optimizer step resets to c: followed, it is
+    wasted, and an adaptive optimizer lets it crowd out the useful part. It is also the gradient that
+    mode="reparam" gets at an orthogonal W, through the Jacobian of the polar factor."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(weight: torch.Tensor, scale: float) -> torch.Tensor:
+        return weight.view_as(weight)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple, output: torch.Tensor) -> None:
+        ctx.save_for_backward(inputs[0])
+        ctx.scale = inputs[1]
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        (weight,) = ctx.saved_tensors
+        tall, wide = _tall(weight)
+        g = grad.mT if wide else grad
+        inner = tall.mT @ g
+        g = g - tall @ (inner + inner.mT) * (0.5 / ctx.scale**2)
+        return (g.mT if wide else g), None
+
+
 def default_tol(weight: torch.Tensor) -> float:
     """8 sqrt(n) eps: a few roundings of a length-n dot product, the floor Björck can reach."""
     return 8.0 * math.sqrt(min(weight.shape[-2:])) * torch.finfo(weight.dtype).eps
@@ -165,6 +198,10 @@ class Orthogonal(WeightConstraint):
     def refine(self, weight: torch.Tensor) -> torch.Tensor:
         target = self.target(weight)
         return target * bjorck_converged(weight / target, self.tol)
+
+    def trained(self, weight: torch.Tensor) -> torch.Tensor:
+        """The projected weight with its gradient projected onto the tangent space at it (`_TangentGradient`)."""
+        return _TangentGradient.apply(weight, self.target(weight))
 
     def certify(self, weight: torch.Tensor) -> float:
         """sigma_max of the weight from an SVD in float64, rounded up."""

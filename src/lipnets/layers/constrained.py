@@ -153,8 +153,11 @@ class ConstrainedWeight(BoundedModule):
             chain = cast(parametrize.ParametrizationList, cast(nn.ModuleDict, self._modules["parametrizations"])["weight"])
             if len(chain) == 1:  # the parametrize property costs ~15 us per access: call the constraint directly
                 return cast(WeightConstraint, chain[0]).forward(chain.original, advance)
-        elif advance and self.training and not torch.compiler.is_compiling() and self._projected_key != self._stored_key():
-            self.project_()  # an optimizer step without project_: project before the weight is used
+        elif advance and self.training:
+            if not torch.compiler.is_compiling() and self._projected_key != self._stored_key():
+                self.project_()  # an optimizer step without project_: project before the weight is used
+            if torch.is_grad_enabled() and self.weight.requires_grad:
+                return self.constraint.trained(self.weight)
         return self.weight
 
     def effective_weight(self, dtype: torch.dtype | None = None, *, advance: bool = False) -> torch.Tensor:
