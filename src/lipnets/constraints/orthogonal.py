@@ -15,7 +15,7 @@ Three uses, three costs:
   training forward, `trained` keeps the weight's values and passes back only the part of its gradient
   tangent to the orthogonal matrices (two more products in the backward pass).
 - `refine` (eval mode and export): warm-started iterations until the predicted orthogonality error
-  ||QᵀQ - I||_2 is below `tol`.
+  ||QᵀQ - I||_2 is below `tol`, at the scale of the weight's largest singular value (never above it).
 
 Whatever the iterate, the certificate comes from the final weight: `LipschitzLinear.lipschitz_bound`
 takes an SVD of the effective weight, so an unconverged orthogonaliser can never inflate it.
@@ -132,12 +132,17 @@ def bjorck_converged(weight: torch.Tensor, tol: float | None = None) -> torch.Te
 
 class _TangentGradient(torch.autograd.Function):
     """The identity forward; backward keeps the part of the gradient tangent to the matrices c Q with
-    QᵀQ = I at W = c Q: G - W sym(WᵀG) / c² (Edelman, Arias and Smith, "The geometry of algorithms with
-    orthogonality constraints", SIAM J. Matrix Anal. Appl. 1998, Eq. 2.3, the projection onto the
-    tangent space of the Stiefel manifold). The normal part, W times a symmetric matrix, only changes
-    the singular values, which the projection after the optimizer step resets to c: followed, it is
+    QᵀQ = I at W = c Q: G - Q sym(QᵀG) with Q = W / c (tall W; Edelman, Arias and Smith, "The geometry of
+    algorithms with orthogonality constraints", SIAM J. Matrix Anal. Appl. 1998, Eq. 2.3, the projection
+    onto the tangent space of the Stiefel manifold). The normal part, W times a symmetric matrix, only
+    changes the singular values, which the projection after the optimizer step resets: followed, it is
     wasted, and an adaptive optimizer lets it crowd out the useful part. It is also the gradient that
-    mode="reparam" gets at an orthogonal W, through the Jacobian of the polar factor."""
+    mode="reparam" gets at an orthogonal W, through the Jacobian of the polar factor.
+
+    The map never lengthens a gradient, whatever W, as long as sigma_max(W) <= c: G -> Q sym(QᵀG) is
+    AᵀA for A(G) = sym(QᵀG), self-adjoint with eigenvalues in [0, ||A||²] within [0, 1], so G minus it
+    has eigenvalues in [0, 1] too. With c the layer's constant this holds for every feasible weight, so
+    the per-sample gradient bounds of private training (||grad_W|| <= ||g|| ||x||) still hold."""
 
     generate_vmap_rule = True
 
@@ -196,12 +201,22 @@ class Orthogonal(WeightConstraint):
         return target * bjorck(weight / target, self.step_iterations, WARM_START_CAP)
 
     def refine(self, weight: torch.Tensor) -> torch.Tensor:
-        target = self.target(weight)
-        return target * bjorck_converged(weight / target, self.tol)
+        """The polar factor of W (Björck to convergence) times W's own largest singular value, shrunk by the
+        rounding margin and the tolerance: every singular value becomes equal and none exceeds W's largest.
+        So entering eval never raises the bound that training reported for the same weight, and neither
+        does an export, which works on an eval copy. A weight already orthogonal within the tolerance is
+        returned unchanged (saving and loading in eval mode never changes the function)."""
+        values = torch.linalg.svdvals(weight.double())
+        largest, smallest = float(values.max()), float(values.min())
+        tol = default_tol(weight) if self.tol is None else self.tol
+        if largest == 0.0 or largest - smallest <= tol * largest:
+            return weight
+        scale = min(self.target(weight), largest * (self.target(weight) / self.lipschitz) * (1.0 - tol))
+        return scale * bjorck_converged(weight / largest, self.tol)
 
     def trained(self, weight: torch.Tensor) -> torch.Tensor:
         """The projected weight with its gradient projected onto the tangent space at it (`_TangentGradient`)."""
-        return _TangentGradient.apply(weight, self.target(weight))
+        return _TangentGradient.apply(weight, self.lipschitz)
 
     def certify(self, weight: torch.Tensor) -> float:
         """sigma_max of the weight from an SVD in float64, rounded up."""

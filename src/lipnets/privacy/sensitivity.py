@@ -9,7 +9,8 @@ loss(f(x), y) with respect to each parameter, from the current weights only:
    with l_d the layer's l2 Lipschitz bound from its current weights;
 3. per parameter: ||grad_W|| <= G_d c_W X_{d-1} and ||grad_b|| <= G_d c_b, where the bilinear layer's
    constants are c_W = 1, c_b = 1 (dense: grad_W = g xᵀ) and c_W = sqrt(window multiplicity),
-   c_b = sqrt(output positions) (convolution: each pixel is read by at most that many kernel taps).
+   c_b = sqrt(output positions) (convolution: each pixel is read by at most that many kernel taps). An
+   orthogonal layer in mode="project" passes on the tangent part of grad_W, which is never longer.
 
 docs/reference/privacy.md derives every step. Each bound is finally enlarged by ROUNDING_MARGIN, which
 dominates float32 rounding in the forward and backward passes, so a tolerance only makes it stricter.
