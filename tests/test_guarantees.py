@@ -26,12 +26,14 @@ def exact_layer_norm(layer: LipschitzLinear, weight: torch.Tensor) -> float:
 # -- break 1: one weight in every state ----------------------------------------------------------------
 
 
+@pytest.mark.parametrize("mode", ["reparam", "project"])
 @pytest.mark.parametrize("scale", [1e-4, 1.0, 1e4])
 @pytest.mark.parametrize("norm", ["orthogonal", "2", "inf"])
-def test_bound_is_the_norm_of_the_weight_the_forward_uses_in_every_state(norm: str, scale: float) -> None:
+def test_bound_is_the_norm_of_the_weight_the_forward_uses_in_every_state(norm: str, scale: float, mode: str) -> None:
     """Tiny and huge raw weights loaded through a state dict: in train and eval mode, with gradients on
-    and off, the weight the matmul multiplies by has exactly the reported norm, and so has the export."""
-    layer = LipschitzLinear(8, 6, norm=norm)
+    and off, the weight the matmul multiplies by has exactly the reported norm, and the export (an eval
+    copy, refined in mode="project") is never above it."""
+    layer = LipschitzLinear(8, 6, norm=norm, mode=mode)
     layer.load_state_dict({key: value * scale for key, value in layer.state_dict().items()})
     x = torch.randn(4, 8)
     for training in (True, False):
