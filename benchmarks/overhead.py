@@ -79,7 +79,7 @@ def plain_mlp(widths: tuple[int, ...]) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-def lipnets_mlp(widths: tuple[int, ...], first: str, rest: str, mode: str = "reparam") -> nn.Sequential:
+def lipnets_mlp(widths: tuple[int, ...], first: str, rest: str, mode: str | None = None) -> nn.Sequential:
     model = plain_mlp(widths)
     for index, layer in enumerate(model):
         if isinstance(layer, nn.Linear):
@@ -133,8 +133,8 @@ def dense_variants(widths: tuple[int, ...], batch: int, compile_models: bool) ->
     variants = {"plain PyTorch": Variant(lambda: plain_mlp(widths))}
     for name, (first, rest) in DENSE_NORM_CHAINS.items():
         variants[f"lipnets {name}"] = Variant(lambda first=first, rest=rest: lipnets_mlp(widths, first, rest))
-    variants["lipnets orthogonal reparam"] = Variant(lambda: lipnets_mlp(widths, "orthogonal", "orthogonal"))
-    variants["lipnets orthogonal project"] = Variant(lambda: lipnets_mlp(widths, "orthogonal", "orthogonal", "project"))
+    variants["lipnets orthogonal reparam"] = Variant(lambda: lipnets_mlp(widths, "orthogonal", "orthogonal", "reparam"))
+    variants["lipnets orthogonal project"] = Variant(lambda: lipnets_mlp(widths, "orthogonal", "orthogonal"))  # the default mode
     variants["lipnets inf exported"] = Variant(lambda: lipnets.export.to_plain(lipnets_mlp(widths, "inf", "inf")), trains=False)
     variants.update(external_dense(widths))
     if compile_models:

@@ -348,16 +348,29 @@ def forgotten_projection() -> lipnets.MonotonicMLP:
     return model
 
 
-def test_forgotten_projection_is_refused_where_a_guarantee_is_reported(tmp_path) -> None:
-    model = forgotten_projection()
-    x = torch.randn(8, 3)
-    with pytest.raises(GuaranteeError, match=r"module.0.*project_"):
-        lipnets.lipschitz_bound(model)
-    with pytest.raises(GuaranteeError):
-        save_weights(model, tmp_path / "w.pt")
-    assert not (tmp_path / "w.pt").exists()
-    radius = lipnets.certified_radius(model, x)  # runs the model: its forward projects, then certifies what runs
-    assert torch.isfinite(radius).all() and math.isfinite(lipnets.lipschitz_bound(model))
+def test_a_forgotten_projection_is_made_where_a_guarantee_is_reported(tmp_path) -> None:
+    """A bound, a save or a certificate after an optimizer step without project_ projects first, as the
+    next forward would: what is reported (and saved) is the function that runs from then on."""
+    grid = torch.cartesian_prod(*[torch.linspace(-3, 3, 12)] * 3)
+    models = []
+    for report in (
+        lambda model: save_weights(model, tmp_path / "w.pt"),
+        lambda model: lipnets.lipschitz_bound(model),
+        lambda model: lipnets.certified_radius(model, grid[:8]),
+    ):
+        model = forgotten_projection()
+        models.append(model)
+        first = model.module[0]
+        report(model)
+        assert first.constraint.certify(first.weight) <= first.lipschitz
+        stored = first.weight.detach().clone()
+        with torch.no_grad():
+            model(grid)  # the training forward finds nothing left to project
+        assert torch.equal(first.weight, stored)
+        assert lipnets.check_monotonic(model, grid, [1, 0, -1]).ok
+    loaded = lipnets.MonotonicMLP(3, [1, 0, -1], (16, 16), mode="project")
+    load_weights(loaded, tmp_path / "w.pt")
+    assert torch.equal(loaded(grid), models[0](grid))  # the projected weights were saved
 
 
 def test_forgotten_projection_is_projected_where_the_model_is_served() -> None:

@@ -199,7 +199,7 @@ def test_bad_options_are_refused(options: dict) -> None:
 
 def test_eval_cache_follows_in_place_updates() -> None:
     """The eval fast path (cached weight, no parametrize) sees optimizer steps and load_state_dict."""
-    layer = LipschitzLinear(8, 8, norm="orthogonal", bias=False).eval()
+    layer = LipschitzLinear(8, 8, norm="orthogonal", bias=False, mode="reparam").eval()
     x = torch.randn(4, 8)
     before = layer(x).detach()
     with torch.no_grad():
@@ -209,7 +209,7 @@ def test_eval_cache_follows_in_place_updates() -> None:
     torch.testing.assert_close(
         after, x @ layer.weight_constraint().refine(layer.weight_constraint().normalize(layer.parametrizations.weight.original.detach())).T
     )
-    other = LipschitzLinear(8, 8, norm="orthogonal", bias=False)
+    other = LipschitzLinear(8, 8, norm="orthogonal", bias=False, mode="reparam")
     layer.load_state_dict(other.state_dict())
     torch.testing.assert_close(layer(x), other.eval()(x))
 

@@ -253,7 +253,7 @@ def test_near_orthogonal_bound_is_sound_and_tight() -> None:
 
 
 def test_refusals_name_the_problem() -> None:
-    reparam = nn.Sequential(InputClip(1.0), LipschitzMLP(3, 2, (4,), input_norm="2"))
+    reparam = nn.Sequential(InputClip(1.0), LipschitzMLP(3, 2, (4,), input_norm="2", mode="reparam"))
     with pytest.raises(SensitivityError, match="mode='reparam'"):
         gradient_norm_bound(reparam, TauCrossEntropyLoss())
     unbounded = LipschitzMLP(3, 2, (4,), input_norm="2", mode="project")

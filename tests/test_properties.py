@@ -75,8 +75,9 @@ def test_any_free_weight_maps_into_the_constraint(inputs, outputs, constant, sca
     layer = lipnets.LipschitzLinear(
         inputs, outputs, norm=norm, lipschitz=constant, vectorwise=vectorwise, rescaling=rescaling, dtype=torch.float64
     )
+    stored = layer.parametrizations.weight.original if layer.mode == "reparam" else layer.weight  # orthogonal: "project"
     with torch.no_grad():
-        layer.parametrizations.weight.original.copy_(random_matrix(outputs, inputs, scale, seed))
+        stored.copy_(random_matrix(outputs, inputs, scale, seed))
     assert layer.lipschitz_bound() <= constant * (1 + 1e-9)
 
 

@@ -20,6 +20,9 @@ from ..constraints import WeightConstraint
 from ..constraints.base import round_toward_zero, storage_key
 
 MODES = ("reparam", "project")
+PROJECTED_NORMS = ("orthogonal",)
+"""Norms whose layers project by default: one warm Björck step after each optimizer step costs a few
+matrix products, against 15 differentiable iterations in every forward for mode="reparam"."""
 LOW_PRECISIONS = (torch.bfloat16, torch.float16)
 """The precisions autocast may run a float32 (or bfloat16/float16) weight in."""
 
@@ -51,7 +54,8 @@ class ConstrainedWeight(BoundedModule):
     rounding_keeps_bound: bool = False
     """True when rounding the weight toward zero can never raise the bound (norms monotone in |w_ij|)."""
 
-    def _setup_constraint(self, constraint: WeightConstraint, mode: str) -> None:
+    def _setup_constraint(self, constraint: WeightConstraint, mode: str | None) -> None:
+        mode = default_mode(self.norm) if mode is None else mode
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}: choose 'reparam' (Algorithm 1) or 'project'")
         self.mode = mode
@@ -128,36 +132,40 @@ class ConstrainedWeight(BoundedModule):
             self._projected_key = self._stored_key()
 
     def check_guarantees(self) -> None:
-        """Refuse a mode="project" weight outside its constraint (an optimizer step without `project_`,
-        or an edit of `weight.data`): its cap, and every guarantee built on it, would be false."""
+        """Refuse a mode="project" weight outside its constraint although it has not changed since its
+        last projection (an edit of `weight.data`, which the version counter does not see): its cap, and
+        every guarantee built on it, would be false. A weight changed by an optimizer step without
+        `project_` is projected first (`stored_weight`), as the next forward would project it."""
         if self.mode != "project":
             return
         with torch.no_grad():
-            value = self.constraint.certify(self.weight)
+            value = self.constraint.certify(self.stored_weight())
         if value > self.lipschitz:
             raise GuaranteeError(
                 f"this {type(self).__name__} (mode='project') holds a weight whose bound {value!r} exceeds its constraint "
-                f"lipschitz={self.lipschitz!r}: call lipnets.project_(model) after every optimizer step (model.eval() also projects)"
+                f"lipschitz={self.lipschitz!r} although it has not changed since its last projection (an edit of weight.data?): "
+                "call lipnets.project_(model) to move it back into its constraint"
             )
 
     def stored_weight(self, advance: bool = False) -> torch.Tensor:
         """The weight this layer holds to its constraint, in the precision it is stored in (no autocast).
 
-        `advance`: the layer's own training forward, which lets a stateful constraint update its state,
-        and projects a mode="project" weight changed since its last projection (a training loop that
-        forgets `lipnets.project_` still trains on feasible weights; the check reads the tensor's version
-        counter, not its values, so it costs no host synchronisation). Under torch.compile the loop
-        must call `project_` itself, as `lipnets.fit` does.
+        A mode="project" weight changed since its last projection (an optimizer step without
+        `lipnets.project_`) is projected before any use, by the forward, the bound or an export, so that
+        all of them see the same feasible weight; the check reads the tensor's version counter, not its
+        values, so it costs no host synchronisation. Under torch.compile the loop must call `project_`
+        itself, as `lipnets.fit` does. `advance`: the layer's own training forward, which lets a
+        stateful constraint update its state and trains a projected weight with the constraint's gradient.
         """
         if self.mode == "reparam":
             chain = cast(parametrize.ParametrizationList, cast(nn.ModuleDict, self._modules["parametrizations"])["weight"])
             if len(chain) == 1:  # the parametrize property costs ~15 us per access: call the constraint directly
                 return cast(WeightConstraint, chain[0]).forward(chain.original, advance)
-        elif advance and self.training:
-            if not torch.compiler.is_compiling() and self._projected_key != self._stored_key():
-                self.project_()  # an optimizer step without project_: project before the weight is used
-            if torch.is_grad_enabled() and self.weight.requires_grad:
-                return self.constraint.trained(self.weight)
+            return self.weight
+        if not torch.compiler.is_compiling() and self._projected_key != self._stored_key():
+            self.project_()
+        if advance and self.training and torch.is_grad_enabled() and self.weight.requires_grad:
+            return self.constraint.trained(self.weight)
         return self.weight
 
     def effective_weight(self, dtype: torch.dtype | None = None, *, advance: bool = False) -> torch.Tensor:
@@ -215,6 +223,11 @@ class ConstrainedWeight(BoundedModule):
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, norm={self.norm!r}, lipschitz={self.lipschitz:g}, mode={self.mode!r}"
+
+
+def default_mode(norm: str) -> str:
+    """mode=None: "project" for the norms in PROJECTED_NORMS, "reparam" for the others."""
+    return "project" if norm in PROJECTED_NORMS else "reparam"
 
 
 def _refuse_non_finite(module: nn.Module, state_dict: dict[str, Any], prefix: str, *_: Any) -> None:

@@ -94,8 +94,6 @@ class _LipschitzConv(ConstrainedWeight):
         if norm not in CONV_NORMS:
             raise ValueError(f"unknown norm {norm!r} for a convolution: choose one of {', '.join(map(repr, CONV_NORMS))}")
         self.norm = norm
-        if mode is None:  # orthogonal: one warm Björck step per optimizer step instead of 15 in every forward
-            mode = "project" if norm == "orthogonal" else "reparam"
         with torch.no_grad():  # an orthogonal reshaped kernel: every constraint starts near its target
             nn.init.orthogonal_(self.weight.view(self.out_channels, -1))
         constraint: WeightConstraint

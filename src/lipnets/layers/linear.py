@@ -34,7 +34,7 @@ class LipschitzLinear(ConstrainedWeight, nn.Linear):
         lipschitz: float = 1.0,
         vectorwise: bool = True,
         rescaling: str = "clip",
-        mode: str = "reparam",
+        mode: str | None = None,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:

@@ -57,7 +57,7 @@ class LipschitzConvNet(nn.Sequential):
         strides: Sequence[int] | None = None,
         padding_mode: str | None = None,
         lipschitz: float = 1.0,
-        mode: str = "reparam",
+        mode: str | None = None,
     ) -> None:
         size = tuple(int(s) for s in input_size)
         if len(size) not in (1, 2) or min(size) < 1:

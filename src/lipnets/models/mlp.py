@@ -77,7 +77,7 @@ class LipschitzMLP(nn.Sequential):
         distribute: str = "per-layer",
         vectorwise: bool = True,
         rescaling: str = "clip",
-        mode: str = "reparam",
+        mode: str | None = None,
         bias: bool = True,
     ) -> None:
         widths = [int(in_features), *map(int, hidden), int(out_features)]

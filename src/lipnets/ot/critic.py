@@ -228,7 +228,7 @@ def certified_estimate(critic: nn.Module, x: torch.Tensor, y: torch.Tensor, weig
     L is the sound bound `lipschitz_bound` of the very weights evaluated, so f / max(1, L) is
     1-Lipschitz in the ground metric and the result never exceeds the empirical W1(P, Q).
     """
-    twin = copy.deepcopy(critic).to(torch.float64).eval()
+    twin = copy.deepcopy(critic).eval().to(torch.float64)  # eval (and its refinement) in the critic's own precision
     bound = lipschitz_bound(twin)
     points = torch.cat([x.detach(), y.detach()]).double()
     scores = scores_in_chunks(twin, points)
