@@ -204,9 +204,14 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="data splits and seeds (default 0 1 2)")
     parser.add_argument("--hidden", type=int, default=128, help="hidden width of both models (default 128)")
     parser.add_argument(
-        "--lr", type=float, default=3e-3, help="Adam learning rate of the lipnets model (default 3e-3, the best of 1e-3, 3e-3, 1e-2 for projected layers)"
+        "--lr",
+        type=float,
+        default=3e-3,
+        help="Adam learning rate of the lipnets model (default 3e-3, the best of 1e-3, 3e-3, 1e-2 for projected layers)",
     )
-    parser.add_argument("--deel-lr", type=float, default=1e-2, help="Adam learning rate of the deel-torchlip model (default 1e-2, its best of 3e-3, 1e-2)")
+    parser.add_argument(
+        "--deel-lr", type=float, default=1e-2, help="Adam learning rate of the deel-torchlip model (default 1e-2, its best of 3e-3, 1e-2)"
+    )
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument(
         "--alpha", type=float, default=5.0, help="HKR hinge weight: lipnets KR + alpha hinge, deel alpha/(1+alpha) (default 5)"
