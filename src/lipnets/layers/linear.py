@@ -20,8 +20,9 @@ class LipschitzLinear(ConstrainedWeight, nn.Linear):
     norm selects the operator norm: "1", "inf", "1-inf", "2-inf", "2" (spectral) or "orthogonal"
     (Björck, gradient norm preserving). vectorwise and rescaling select among Eqs. 2.7 and 2.8 for the
     closed-form norms. mode="reparam" normalises in every forward (gradients flow through the
-    normalisation, Algorithm 1); mode="project" stores a feasible weight and `lipnets.project_` must be
-    called after each optimizer step.
+    normalisation, Algorithm 1; the default except for "orthogonal"); mode="project" stores a feasible
+    weight that `lipnets.project_` restores after each optimizer step (the default for "orthogonal":
+    one warm Björck step instead of 15 differentiable ones in every forward).
     """
 
     def __init__(

@@ -39,8 +39,8 @@ class LipschitzConvNet(nn.Sequential):
     "relu". input_size is the spatial size, (H, W) or (L,); strides gives one stride per layer (default
     all 1). padding_mode defaults to zeros, and to circular for "cayley" (the only padding it has).
     Every convolution is 1-Lipschitz in l2 and the head `lipschitz`-Lipschitz, so
-    `lipnets.lipschitz_bound(net, (in_channels, *input_size))` is about `lipschitz`. mode ("reparam" or
-    "project") is passed to every LipschitzConv and to the head (residual and orthogonal convolutions have none).
+    `lipnets.lipschitz_bound(net, (in_channels, *input_size))` is about `lipschitz`. mode ("reparam", "project",
+    or None for each layer's default) is passed to every LipschitzConv and to the head (residual and orthogonal convolutions have none).
     """
 
     def __init__(
