@@ -77,10 +77,44 @@ def outward(value: float, entries: int) -> float:
     return math.nextafter(value * (1.0 + _float64_allowance(entries)), math.inf)
 
 
-class _RoundTowardZero(torch.autograd.Function):
-    """Cast to a lower precision rounding toward zero; the gradient passes as for an ordinary cast."""
+class TransformableFunction(torch.autograd.Function):
+    """An autograd.Function written with `setup_context` (so that torch.func.vmap can derive its batched
+    rule) that runs, outside torch.func transforms and torch.compile, through an equivalent function in
+    the classic ctx-first form: `apply` of the setup_context form inspects the forward's signature on
+    every call, about 25 us of Python per call, which is most of a direct norm's cost on a small layer
+    (profiled in benchmarks/overhead.py). Subclasses call `run(...)` instead of `apply(...)`."""
 
     generate_vmap_rule = True
+    _eager: type[torch.autograd.Function]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        function = cls
+
+        class Eager(torch.autograd.Function):
+            @staticmethod
+            def forward(ctx: Any, *inputs: Any) -> Any:
+                output = function.forward(*inputs)
+                function.setup_context(ctx, inputs, output)
+                return output
+
+            @staticmethod
+            def backward(ctx: Any, *grads: Any) -> Any:
+                return function.backward(ctx, *grads)
+
+        Eager.__name__ = Eager.__qualname__ = f"{cls.__name__}Eager"
+        cls._eager = Eager
+
+    @classmethod
+    def run(cls, *inputs: Any) -> Any:
+        """`apply`, through the classic form when no torch.func transform is active and nothing compiles."""
+        if torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active():
+            return cls.apply(*inputs)
+        return cls._eager.apply(*inputs)
+
+
+class _RoundTowardZero(TransformableFunction):
+    """Cast to a lower precision rounding toward zero; the gradient passes as for an ordinary cast."""
 
     @staticmethod
     def forward(weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -106,7 +140,7 @@ def round_toward_zero(weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """
     if weight.dtype == dtype:
         return weight
-    return _RoundTowardZero.apply(weight, dtype)
+    return _RoundTowardZero.run(weight, dtype)
 
 
 def storage_key(tensor: torch.Tensor) -> tuple | None:

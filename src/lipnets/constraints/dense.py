@@ -10,13 +10,13 @@ from typing import Any
 import torch
 
 from ..norms import as_layer_norm, gram_spectral_bound_and_vector, layer_operator_norm
-from .base import WeightConstraint, outward
+from .base import TransformableFunction, WeightConstraint, outward
 from .orthogonal import Orthogonal
 
 RESCALINGS = ("clip", "scale")
 
 
-class _ScaledByNorms(torch.autograd.Function):
+class _ScaledByNorms(TransformableFunction):
     """W_g t / max(floor, ||W_g||_p) for every row or column g of W, with a hand-written backward.
 
     For s = t / max(floor, r) and r = ||W_g||_p, ds/dr = -s / r where r > floor (else 0), so
@@ -25,8 +25,6 @@ class _ScaledByNorms(torch.autograd.Function):
     and product costs autograd about twice as many passes and a node for each (profiled in
     benchmarks/overhead.py).
     """
-
-    generate_vmap_rule = True  # torch.func.vmap derives the batched rule (the paper-toys demo trains models side by side)
 
     @staticmethod
     def forward(weight: torch.Tensor, target: float, floor: float, dim: int, order: float) -> tuple[torch.Tensor, ...]:
@@ -95,7 +93,7 @@ class DirectNorm(WeightConstraint):
         target = self.target(weight)
         floor = target if self.rescaling == "clip" else 1.0
         if self.vectorwise and self.norm != "1-inf":
-            return _ScaledByNorms.apply(weight, target, floor, 0 if self.norm == "1" else 1, 2.0 if self.norm == "2-inf" else 1.0)[0]
+            return _ScaledByNorms.run(weight, target, floor, 0 if self.norm == "1" else 1, 2.0 if self.norm == "2-inf" else 1.0)[0]
         if self.norm == "1-inf" and self.vectorwise and self.rescaling == "clip":
             # W t / max(t, |W|) entrywise is clamp(W, -t, t), value and gradient: one op, not four
             return weight.clamp(-target, target)

@@ -35,7 +35,7 @@ from typing import Any
 import torch
 
 from ..norms import layer_operator_norm
-from .base import WeightConstraint, outward
+from .base import TransformableFunction, WeightConstraint, outward
 
 START_CAP = 1.5
 """lambda_max(AᵀA) of a cold start is scaled to at most this: sigma_max <= √1.5 < √3, and f(√1.5) = 0.92
@@ -130,7 +130,7 @@ def bjorck_converged(weight: torch.Tensor, tol: float | None = None) -> torch.Te
     return a.mT if wide else a
 
 
-class _TangentGradient(torch.autograd.Function):
+class _TangentGradient(TransformableFunction):
     """The identity forward; backward keeps the part of the gradient tangent to the matrices c Q with
     QᵀQ = I at W = c Q: G - Q sym(QᵀG) with Q = W / c (tall W; Edelman, Arias and Smith, "The geometry of
     algorithms with orthogonality constraints", SIAM J. Matrix Anal. Appl. 1998, Eq. 2.3, the projection
@@ -143,8 +143,6 @@ class _TangentGradient(torch.autograd.Function):
     AᵀA for A(G) = sym(QᵀG), self-adjoint with eigenvalues in [0, ||A||²] within [0, 1], so G minus it
     has eigenvalues in [0, 1] too. With c the layer's constant this holds for every feasible weight, so
     the per-sample gradient bounds of private training (||grad_W|| <= ||g|| ||x||) still hold."""
-
-    generate_vmap_rule = True
 
     @staticmethod
     def forward(weight: torch.Tensor, scale: float) -> torch.Tensor:
@@ -216,7 +214,7 @@ class Orthogonal(WeightConstraint):
 
     def trained(self, weight: torch.Tensor) -> torch.Tensor:
         """The projected weight with its gradient projected onto the tangent space at it (`_TangentGradient`)."""
-        return _TangentGradient.apply(weight, self.lipschitz)
+        return _TangentGradient.run(weight, self.lipschitz)
 
     def certify(self, weight: torch.Tensor) -> float:
         """sigma_max of the weight from an SVD in float64, rounded up."""
