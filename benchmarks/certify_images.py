@@ -119,7 +119,15 @@ def build(family: str, shape: tuple[int, ...], kernel_size: int, strides: tuple[
     if family == DEEL:
         return deel_model(shape[0], shape[1:], args.width, kernel_size, strides)
     return LipschitzConvNet(
-        shape[0], 10, shape[1:], depth=len(strides), width=args.width, layer=family, kernel_size=kernel_size, strides=strides
+        shape[0],
+        10,
+        shape[1:],
+        depth=len(strides),
+        width=args.width,
+        layer=family,
+        kernel_size=kernel_size,
+        strides=strides,
+        mode=args.mode,
     )
 
 
@@ -292,6 +300,9 @@ def main(argv: list[str] | None = None) -> dict[str, list[dict]]:
     parser.add_argument("--deel-alpha", type=float, default=0.98, help="HKRMulticlassLoss alpha in [0, 1] (default 0.98)")
     parser.add_argument("--attack-steps", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--mode", choices=("reparam", "project"), default=None, help="mode of the lipnets layers (default: each layer's own default)"
+    )
     parser.add_argument(
         "--equal-steps",
         type=float,
