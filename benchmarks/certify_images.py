@@ -113,6 +113,10 @@ def deel_model(in_channels: int, size: tuple[int, ...], width: int, kernel_size:
     return torchlip.Sequential(*layers, nn.Flatten(), torchlip.SpectralLinear(width * math.prod(size), 10))
 
 
+MODES: dict[str | None, dict] = {None: {}, "reparam": {"mode": "reparam"}, "project": {"mode": "project"}, "each": {"mode": None}}
+"""--mode: the keyword arguments it passes to LipschitzConvNet."""
+
+
 def build(family: str, shape: tuple[int, ...], kernel_size: int, strides: tuple[int, ...], args) -> nn.Module:
     """A lipnets LipschitzConvNet of layer type `family`, or the deel-torchlip twin, seeded alike."""
     torch.manual_seed(args.seed)
@@ -127,7 +131,7 @@ def build(family: str, shape: tuple[int, ...], kernel_size: int, strides: tuple[
         layer=family,
         kernel_size=kernel_size,
         strides=strides,
-        mode=args.mode,
+        **MODES[args.mode],
     )
 
 
@@ -301,7 +305,10 @@ def main(argv: list[str] | None = None) -> dict[str, list[dict]]:
     parser.add_argument("--attack-steps", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
-        "--mode", choices=("reparam", "project"), default=None, help="mode of the lipnets layers (default: each layer's own default)"
+        "--mode",
+        choices=("reparam", "project", "each"),
+        default=None,
+        help="mode of the lipnets layers; 'each': every layer's own default (default: LipschitzConvNet's)",
     )
     parser.add_argument(
         "--equal-steps",

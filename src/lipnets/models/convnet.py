@@ -39,8 +39,10 @@ class LipschitzConvNet(nn.Sequential):
     "relu". input_size is the spatial size, (H, W) or (L,); strides gives one stride per layer (default
     all 1). padding_mode defaults to zeros, and to circular for "cayley" (the only padding it has).
     Every convolution is 1-Lipschitz in l2 and the head `lipschitz`-Lipschitz, so
-    `lipnets.lipschitz_bound(net, (in_channels, *input_size))` is about `lipschitz`. mode ("reparam", "project",
-    or None for each layer's default) is passed to every LipschitzConv and to the head (residual and orthogonal convolutions have none).
+    `lipnets.lipschitz_bound(net, (in_channels, *input_size))` is about `lipschitz`. mode ("reparam", the
+    default: its layers are small, so 15 Björck iterations cost little, and at equal steps they certify at
+    least as much as projected ones on digits and MNIST-1D; "project"; or None for each layer's own
+    default) is passed to every LipschitzConv and to the head (residual and orthogonal convolutions have none).
     """
 
     def __init__(
@@ -57,7 +59,7 @@ class LipschitzConvNet(nn.Sequential):
         strides: Sequence[int] | None = None,
         padding_mode: str | None = None,
         lipschitz: float = 1.0,
-        mode: str | None = None,
+        mode: str | None = "reparam",
     ) -> None:
         size = tuple(int(s) for s in input_size)
         if len(size) not in (1, 2) or min(size) < 1:
