@@ -373,6 +373,23 @@ def test_a_forgotten_projection_is_made_where_a_guarantee_is_reported(tmp_path) 
     assert torch.equal(loaded(grid), models[0](grid))  # the projected weights were saved
 
 
+def test_functional_call_with_other_weights_writes_to_neither_them_nor_the_layer() -> None:
+    """torch.func.functional_call runs a project-mode layer on the caller's weights as given: the
+    projection of a stepped weight never touches another tensor, and the layer's own function stays."""
+    torch.manual_seed(0)
+    x = torch.randn(5, 4)
+    for training in (True, False):
+        layer = LipschitzLinear(4, 4, norm="orthogonal").train(training)
+        stored, reference = layer.weight.detach().clone(), layer(x).detach()
+        params = {key: value.detach().clone() for key, value in layer.named_parameters()}
+        params["weight"] = 2.0 * params["weight"]
+        given = params["weight"].clone()
+        out = torch.func.functional_call(layer, params, (x,))
+        assert torch.equal(params["weight"], given)
+        torch.testing.assert_close(out, x @ given.T + params["bias"])
+        assert torch.equal(layer.weight, stored) and torch.equal(layer(x), reference)
+
+
 def test_forgotten_projection_is_projected_where_the_model_is_served() -> None:
     """eval() and export project the stepped weights: the exported model is monotone on a dense grid
     (the reported export had 3295 of 3584 pairs violating) and its bound is sound."""

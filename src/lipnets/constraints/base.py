@@ -81,8 +81,8 @@ class TransformableFunction(torch.autograd.Function):
     """An autograd.Function written with `setup_context` (so that torch.func.vmap can derive its batched
     rule) that runs, outside torch.func transforms and torch.compile, through an equivalent function in
     the classic ctx-first form: `apply` of the setup_context form inspects the forward's signature on
-    every call, about 25 us of Python per call, which is most of a direct norm's cost on a small layer
-    (profiled in benchmarks/overhead.py). Subclasses call `run(...)` instead of `apply(...)`."""
+    every call, about 25 us of Python per call (measured on torch 2.13, CPU), which is most of a direct
+    norm's cost on a 20x20 layer. Subclasses call `run(...)` instead of `apply(...)`."""
 
     generate_vmap_rule = True
     _eager: type[torch.autograd.Function]

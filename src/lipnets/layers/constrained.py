@@ -72,6 +72,11 @@ class ConstrainedWeight(BoundedModule):
     def _stored_key(self) -> tuple:
         return (self.weight.data_ptr(), self.weight._version)
 
+    def _stepped(self) -> bool:
+        """True when the stored weight changed in place since its last projection: same storage, newer version."""
+        key = self._projected_key
+        return key is not None and key[0] == self.weight.data_ptr() and key[1] != self.weight._version
+
     @torch.no_grad()
     def project_(self) -> None:
         """Move the stored weight back into the feasible set; call after each optimizer step.
@@ -150,10 +155,11 @@ class ConstrainedWeight(BoundedModule):
     def stored_weight(self, advance: bool = False) -> torch.Tensor:
         """The weight this layer holds to its constraint, in the precision it is stored in (no autocast).
 
-        A mode="project" weight changed since its last projection (an optimizer step without
+        A mode="project" weight changed in place since its last projection (an optimizer step without
         `lipnets.project_`) is projected before any use, by the forward, the bound or an export, so that
-        all of them see the same feasible weight; the check reads the tensor's version counter, not its
-        values, so it costs no host synchronisation. Under torch.compile the loop must call `project_`
+        all of them see the same feasible weight; the check reads the tensor's storage and version
+        counter, not its values, so it costs no host synchronisation. Another tensor in its place
+        (torch.func.functional_call's weights) is used as given and never written to. Under torch.compile the loop must call `project_`
         itself, as `lipnets.fit` does. `advance`: the layer's own training forward, which lets a
         stateful constraint update its state and trains a projected weight with the constraint's gradient.
         """
@@ -162,7 +168,7 @@ class ConstrainedWeight(BoundedModule):
             if len(chain) == 1:  # the parametrize property costs ~15 us per access: call the constraint directly
                 return cast(WeightConstraint, chain[0]).forward(chain.original, advance)
             return self.weight
-        if not torch.compiler.is_compiling() and self._projected_key != self._stored_key():
+        if not torch.compiler.is_compiling() and not torch._C._are_functorch_transforms_active() and self._stepped():
             self.project_()
         if advance and self.training and torch.is_grad_enabled() and self.weight.requires_grad:
             return self.constraint.trained(self.weight)
