@@ -40,8 +40,8 @@ class LipschitzConvNet(nn.Sequential):
     all 1). padding_mode defaults to zeros, and to circular for "cayley" (the only padding it has).
     Every convolution is 1-Lipschitz in l2 and the head `lipschitz`-Lipschitz, so
     `lipnets.lipschitz_bound(net, (in_channels, *input_size))` is about `lipschitz`. mode ("reparam", the
-    default: its layers are small, so 15 Björck iterations cost little, and at equal steps they certify at
-    least as much as projected ones on digits and MNIST-1D; "project"; or None for each layer's own
+    default: its layers are small, so 15 Björck iterations cost little, and at equal steps they certified
+    more than projected ones on digits and for the orthogonal net on MNIST-1D; "project"; or None for each layer's own
     default) is passed to every LipschitzConv and to the head (residual and orthogonal convolutions have none).
     """
 
