@@ -31,6 +31,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -344,39 +345,56 @@ def time_variants(
     return rows
 
 
-INSTRUCTION_VARIANTS = {
-    "plain PyTorch": "overhead.plain_mlp(widths)",
-    "lipnets inf": "overhead.lipnets_mlp(widths, 'inf', 'inf')",
-    "lipnets 1-inf": "overhead.lipnets_mlp(widths, '1-inf', 'inf')",
-    "lipnets orthogonal project": "overhead.lipnets_mlp(widths, 'orthogonal', 'orthogonal', 'project')",
-    "lipnets inf exported": "lipnets.export.to_plain(overhead.lipnets_mlp(widths, 'inf', 'inf'))",
-}
-"""Eval-forward variants whose instruction counts are compared (valgrind callgrind, deterministic)."""
+COUNTED_VARIANTS = (
+    "plain PyTorch",
+    *(f"lipnets {name}" for name in DENSE_NORM_CHAINS),
+    "lipnets orthogonal project",
+    "lipnets inf exported",
+    "monotonicnetworks direct_norm inf",
+)
+"""The variants of the dense tables whose instructions are counted: the defaults, and the closest peer."""
 
 
-def instruction_rows(widths: tuple[int, ...], batch: int, number: int = 50) -> list[dict]:
-    """Instructions per eval forward under callgrind: immune to load from other processes.
+def instruction_rows(section: str, kinds: tuple[str, ...], number: int, jobs: int = 2) -> list[dict]:
+    """Instructions per training step and eval forward under callgrind: immune to load from other processes.
 
-    The statement runs in a fresh interpreter under valgrind (it must find torch and lipnets on PATH's
-    python), so this takes minutes; it backs the eval-forward ratios, where timing noise on a shared
-    machine is larger than the 2 % target.
+    Each count runs in a fresh interpreter under valgrind (it must find torch and lipnets on PATH's
+    python) that builds the variant as the timed tables do (`dense_variants`); `jobs` of them run at
+    once, and a section takes tens of minutes. Instructions are not time: a pass over a weight larger
+    than the cache costs more time per instruction than a matrix product does. They back the ratios
+    where timing noise on a shared machine is larger than the differences that matter.
     """
+    title, widths, batch = DENSE_MODELS[section]
     setup = (
         f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
-        "import torch, lipnets, overhead\ntorch.manual_seed(0)\n"
-        f"widths = {widths!r}\nx = torch.randn({batch}, {widths[0]})\n"
-        "run = overhead.eval_forward({model}, x, False)\nrun()"
+        "import torch, overhead\ntorch.manual_seed(0)\n"
+        f"x = torch.randn({batch}, {widths[0]})\n"
+        f"y = torch.randint(0, {widths[-1]}, ({batch},)) if {widths[-1]} > 1 else torch.randn({batch}, 1)\n"
+        f"model = overhead.dense_variants({widths!r}, {batch}, False)[{{name!r}}].build()\n"
+        "run = overhead.train_step(model, x, y, False)[0] if {kind!r} == 'train' else overhead.eval_forward(model, x, False)\n"
+        "run(); run()"
     )
-    counts = {}
-    for name, model in INSTRUCTION_VARIANTS.items():
-        stats = benchmark.Timer("run()", setup=setup.format(model=model)).collect_callgrind(number=number, collect_baseline=False)
-        counts[name] = stats.counts(denoise=True) / number
-        print(f"  {name}: {counts[name]:.0f} instructions", file=sys.stderr, flush=True)
-    base = counts["plain PyTorch"]
-    return [
-        {"variant": name, "instructions per eval forward": f"{count:.4g}", "ratio": f"{count / base:.3f}x"}
-        for name, count in counts.items()
-    ]
+    variants = dense_variants(widths, batch, False)
+    tasks = [(name, kind) for name in COUNTED_VARIANTS if name in variants for kind in kinds if kind == "eval" or variants[name].trains]
+
+    def count(task: tuple[str, str]) -> float:
+        timer = benchmark.Timer("run()", setup=setup.format(name=task[0], kind=task[1]))
+        instructions = timer.collect_callgrind(number=number, collect_baseline=False).counts(denoise=True) / number
+        print(f"  {title} {task[0]} {task[1]}: {instructions:.0f} instructions", file=sys.stderr, flush=True)
+        return instructions
+
+    with ThreadPoolExecutor(jobs) as pool:  # each count is a valgrind subprocess
+        counts = dict(zip(tasks, pool.map(count, tasks)))
+    rows = []
+    for name in dict.fromkeys(name for name, _ in tasks):
+        row = {"variant": name}
+        for kind in kinds:
+            label = "train step" if kind == "train" else "eval forward"
+            mine = counts.get((name, kind))
+            row[f"instructions per {label}"] = f"{mine:.4g}" if mine else "-"
+            row[f"{kind} ratio"] = f"{mine / counts['plain PyTorch', kind]:.3f}x" if mine else "-"
+        rows.append(row)
+    return rows
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -387,7 +405,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--instructions",
         action="store_true",
-        help=f"only count instructions of eval forwards under valgrind (needs valgrind; slow), written to {INSTRUCTIONS}",
+        help=f"only count instructions of dense training steps and eval forwards under valgrind (needs valgrind; slow), written to {INSTRUCTIONS}",
     )
     parser.add_argument("--device", default="cpu", help="where the models train and infer (default cpu; e.g. cuda)")
     names = [*DENSE_MODELS, "conv", "digits"]
@@ -395,16 +413,21 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.instructions:
         sections = []
-        for title, widths, batch in list(DENSE_MODELS.values())[:1]:  # the model where per-call overhead shows
-            sections.append(format_table(instruction_rows(widths, batch), f"{title}, batch {batch}: eval forward"))
-            print(sections[-1] + "\n", flush=True)
+        for name in ("lhcb", "mnist"):
+            if name in args.sections:
+                title, _, batch = DENSE_MODELS[name]
+                number = 1 if args.quick else (20 if name == "lhcb" else 2)
+                kinds = ("train", "eval") if name == "lhcb" else ("train",)  # a wide model's eval is its products
+                rows = instruction_rows(name, kinds, number)
+                sections.append(format_table(rows, f"{title}, batch {batch}"))
+                print(sections[-1] + "\n", flush=True)
         if args.write:
             write_results(
                 INSTRUCTIONS,
-                "Instructions per eval forward (valgrind callgrind)",
+                "Instructions per training step and eval forward (valgrind callgrind)",
                 argv,
                 sections,
-                "Counts are deterministic: other processes' load does not change them.",
+                "Counts are deterministic: other processes' load does not change them. The ratio is to the plain twin's count.",
             )
         return
     rounds, min_time = (2, 0.05) if args.quick else (11, 0.1)

@@ -242,20 +242,21 @@ class WeightConstraint(nn.Module, abc.ABC):
         Served from the cache in eval mode when no gradient flows to the weight; recomputed otherwise
         (training, torch.compile, torch.func transforms), always by the same method.
         """
-        method = "advance_and_normalize" if advance and self.training and torch.is_grad_enabled() else "normalize"
-        key = (
-            None
-            if self.training or torch.compiler.is_compiling() or (torch.is_grad_enabled() and weight.requires_grad)
-            else storage_key(weight)
-        )
+        # the cheapest tests first: an eval forward under no_grad pays a storage-key comparison and no more
+        if self.training or (torch.is_grad_enabled() and weight.requires_grad) or torch.compiler.is_compiling():
+            key = None
+        else:
+            key = storage_key(weight)
         if key is None:
             if self._cache is not None:
                 self._cache = None
+            method = "advance_and_normalize" if advance and self.training and torch.is_grad_enabled() else "normalize"
             return self.in_compute_precision(weight, method)
-        key = (*key, tuple(storage_key(buffer) for buffer in self.buffers()))
+        if self._buffers or self._modules:
+            key = (*key, tuple(storage_key(buffer) for buffer in self.buffers()))
         if self._cache is None or self._cache_key != key:
             with torch.no_grad():
-                self._cache = self.in_compute_precision(weight, method)
+                self._cache = self.in_compute_precision(weight, "normalize")
             self._cache_key = key
         return self._cache
 

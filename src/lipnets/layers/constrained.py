@@ -31,6 +31,8 @@ Plain = TypeVar("Plain", nn.Linear, nn.Conv1d, nn.Conv2d)
 
 def autocast_dtype(tensor: torch.Tensor) -> torch.dtype | None:
     """The dtype autocast would cast `tensor` to for a matmul or convolution here, or None."""
+    if not torch._C._is_any_autocast_enabled():  # 0.15 us, against 1 us for the per-device query below
+        return None
     device = tensor.device.type
     if tensor.dtype == torch.float64 or not torch.is_autocast_enabled(device):
         return None
@@ -164,9 +166,10 @@ class ConstrainedWeight(BoundedModule):
         stateful constraint update its state and trains a projected weight with the constraint's gradient.
         """
         if self.mode == "reparam":
-            chain = cast(parametrize.ParametrizationList, cast(nn.ModuleDict, self._modules["parametrizations"])["weight"])
-            if len(chain) == 1:  # the parametrize property costs ~15 us per access: call the constraint directly
-                return cast(WeightConstraint, chain[0]).forward(chain.original, advance)
+            # the parametrize property costs ~15 us per access: call the constraint directly (dict lookups only)
+            chain = cast(parametrize.ParametrizationList, cast(nn.Module, self._modules["parametrizations"])._modules["weight"])
+            if len(chain._modules) == 1:
+                return cast(WeightConstraint, chain._modules["0"]).forward(chain.original, advance)
             return self.weight
         if not torch.compiler.is_compiling() and not torch._C._are_functorch_transforms_active() and self._stepped():
             self.project_()
