@@ -425,15 +425,15 @@ def formatted(row: dict) -> dict:
 
 
 def winners(rows: list[dict], dataset: str) -> list[dict]:
-    """Per radius, the best lipnets model against the best anchor (means; the anchor's std alongside)."""
+    """Per radius, the best lipnets model against the best anchor (means; the anchor's std alongside); a
+    radius that --only left without a lipnets model or without an anchor is skipped."""
     summary = []
     keys = ["clean"] + [f"l2 {e:g}" for e in EPS_L2[dataset]] + [f"linf {e:g}" for e in EPS_LINF[dataset]]
     for key in keys:
-        best = {}
-        for side in ("lipnets", "anchor"):
-            candidates = [r for r in rows if (r["library"] == "lipnets") == (side == "lipnets") and isinstance(r[key], tuple)]
-            best[side] = max(candidates, key=lambda r: r[key][0])
-        ours, theirs = best["lipnets"], best["anchor"]
+        sides = [[r for r in rows if (r["library"] == "lipnets") == ours and isinstance(r[key], tuple)] for ours in (True, False)]
+        if not all(sides):
+            continue
+        ours, theirs = (max(candidates, key=lambda r: r[key][0]) for candidates in sides)
         summary.append(
             {
                 "accuracy": key,
@@ -463,10 +463,9 @@ def run(dataset: str, args) -> tuple[list[str], list[dict]]:
         f"{dataset}: certified accuracy on the test set, {args.budget:g} CPU s of training per model, mean ± std over {args.seeds} seeds; "
         f"l2 radii, then l_inf radii (l2 models: l2 radius / sqrt(d))"
     )
-    tables = [
-        format_table(table_rows, title),
-        format_table(winners(rows, dataset), f"{dataset}: best lipnets model against the best anchor, per radius"),
-    ]
+    tables = [format_table(table_rows, title)]
+    if comparison := winners(rows, dataset):
+        tables.append(format_table(comparison, f"{dataset}: best lipnets model against the best anchor, per radius"))
     tables.append(format_table(grid, f"{dataset} validation grid: {args.grid_budget:g} CPU s per point, score on 20% of the training set"))
     return tables, rows
 

@@ -7,7 +7,7 @@ from torch import nn
 
 import lipnets
 from lipnets import LipschitzLinear
-from lipnets.constraints import dense_constraint
+from lipnets.constraints import WeightConstraint, dense_constraint
 
 NORMS = ["1", "inf", "1-inf", "2-inf", "2", "orthogonal"]
 MODES = ["reparam", "project"]
@@ -100,6 +100,40 @@ def test_eval_cache_follows_parameter_changes() -> None:
     assert not torch.allclose(changed, first)
     layer.train()
     torch.testing.assert_close(layer(x), changed)
+
+
+class _ScaledByBuffer(WeightConstraint):
+    """W times a factor held in a buffer, of this module or of a child module."""
+
+    def __init__(self, in_child: bool) -> None:
+        super().__init__(1.0)
+        if in_child:
+            self.child = nn.Module()
+        self.holder().register_buffer("factor", torch.tensor(0.5))
+
+    def holder(self) -> nn.Module:
+        return getattr(self, "child", self)
+
+    def normalize(self, weight: torch.Tensor) -> torch.Tensor:
+        return weight * self.holder().factor
+
+    def certify(self, weight: torch.Tensor) -> float:
+        return float(torch.linalg.matrix_norm(weight.double(), ord=2))
+
+
+@pytest.mark.parametrize("in_child", [False, True])
+def test_eval_cache_follows_the_constraints_buffers(in_child: bool) -> None:
+    """The eval cache is keyed on every buffer of the constraint (power-iteration vectors, a loaded state),
+    its children's included: changing one in place recomputes the weight."""
+    constraint = _ScaledByBuffer(in_child).eval()
+    weight = torch.randn(3, 4)
+    with torch.no_grad():
+        first = constraint(weight)
+        assert constraint(weight) is first  # served from the cache
+        constraint.holder().factor.fill_(0.25)
+        second = constraint(weight)
+    torch.testing.assert_close(second, weight * 0.25)
+    torch.testing.assert_close(first, weight * 0.5)
 
 
 def test_gradients_flow_through_the_normalisation() -> None:
