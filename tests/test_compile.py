@@ -1,7 +1,7 @@
 """Every layer and model works under torch.compile: compiled and eager twins give the same outputs,
 gradients, trained weights and bounds. Compilation on CPU is slow (inductor builds C++ kernels), so one
 model holds every dense norm, both modes and every activation and is traced by dynamo and AOT autograd
-(backend "aot_eager", fullgraph in training: no graph break, no host synchronisation); the default
+(backend "aot_eager", fullgraph in training and eval: no graph break, no host synchronisation); the default
 inductor backend compiles a monotonic model, an orthogonal model and an exported model."""
 
 import copy
@@ -59,8 +59,28 @@ def test_compiled_training_and_eval_match_eager() -> None:
         assert b.lipschitz_bound() <= b.lipschitz * (1 + ROUNDING)
     eager.eval(), twin.eval()
     with torch.no_grad():
-        compiled_eval = torch.compile(twin, backend="aot_eager")  # the eval cache runs eagerly (a graph break)
+        compiled_eval = torch.compile(twin, backend="aot_eager", fullgraph=True)  # compiled code recomputes, no graph break
         torch.testing.assert_close(compiled_eval(x), eager(x), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_a_compiled_model_entering_autocast_rounds_its_weights_toward_zero(dtype: torch.dtype) -> None:
+    """A model compiled outside autocast and then called inside it runs the weights the eager layer runs,
+    rounded toward zero by the layer (never to nearest by autocast): the compiled code follows the
+    autocast state, so the bound of every precision still describes the function that runs."""
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    model = every_layer()
+    compiled = torch.compile(model, backend="aot_eager", fullgraph=True)
+    x = torch.randn(32, 6)
+    for training in (True, False):
+        model.train(training)
+        with torch.no_grad():
+            compiled(x)  # traced without autocast first
+            with torch.autocast("cpu", dtype=dtype):
+                eager_low, compiled_low = model(x), compiled(x)
+        assert compiled_low.dtype == dtype
+        assert torch.equal(compiled_low, eager_low)
 
 
 def test_inductor_monotonic_orthogonal_and_exported_models() -> None:

@@ -161,9 +161,10 @@ class ConstrainedWeight(BoundedModule):
         `lipnets.project_`) is projected before any use, by the forward, the bound or an export, so that
         all of them see the same feasible weight; the check reads the tensor's storage and version
         counter, not its values, so it costs no host synchronisation. Another tensor in its place
-        (torch.func.functional_call's weights) is used as given and never written to. Under torch.compile the loop must call `project_`
-        itself, as `lipnets.fit` does. `advance`: the layer's own training forward, which lets a
-        stateful constraint update its state and trains a projected weight with the constraint's gradient.
+        (torch.func.functional_call's weights) is used as given and never written to. Under
+        torch.compile the loop must call `project_` itself, as `lipnets.fit` does. `advance`: the layer's
+        own training forward, which lets a stateful constraint update its state and trains a projected
+        weight with the constraint's gradient.
         """
         if self.mode == "reparam":
             # the parametrize property costs ~15 us per access: call the constraint directly (dict lookups only)
